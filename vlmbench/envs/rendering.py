@@ -1,0 +1,74 @@
+"""Headless RGB rendering at a task's size and camera.
+
+MuJoCo scenes are drawn with ``mujoco.Renderer`` and an explicit camera (free, or tracking a
+body); classic-control and Box2D scenes use the env's own ``rgb_array`` frame, resized.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from vlmbench.errors import VlmbenchError
+from vlmbench.specs.task import RenderSpec
+
+GL_HELP = (
+    "no working OpenGL backend for headless rendering (MUJOCO_GL={backend}): install EGL "
+    "(Debian/Ubuntu: apt-get install libegl1 libgl1) or OSMesa (apt-get install libosmesa6) "
+    "and set MUJOCO_GL=egl or MUJOCO_GL=osmesa. Cause: {cause}"
+)
+
+
+class RenderError(VlmbenchError):
+    """Rendering is impossible on this machine, or the camera names something missing."""
+
+
+def resize(frame: np.ndarray, width: int, height: int) -> np.ndarray:
+    if frame.shape[0] == height and frame.shape[1] == width:
+        return frame
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(frame).resize((width, height), Image.BILINEAR))
+
+
+class MujocoCamera:
+    """Renders an MjData with the spec's camera; one GL context per instance (per process)."""
+
+    def __init__(self, model, render: RenderSpec):
+        import os
+
+        import mujoco
+
+        model.vis.global_.offwidth = max(model.vis.global_.offwidth, render.width)
+        model.vis.global_.offheight = max(model.vis.global_.offheight, render.height)
+        try:
+            self.renderer = mujoco.Renderer(model, height=render.height, width=render.width)
+        except Exception as exc:  # noqa: BLE001 - any GL failure gets the same advice
+            raise RenderError(GL_HELP.format(backend=os.environ.get("MUJOCO_GL"), cause=exc)) from None
+        self.camera = mujoco.MjvCamera()
+        self.track_body = None
+        cam = render.camera
+        if cam is None:
+            mujoco.mjv_defaultFreeCamera(model, self.camera)
+            return
+        self.camera.distance, self.camera.azimuth, self.camera.elevation = cam.distance, cam.azimuth, cam.elevation
+        self.camera.lookat[:] = cam.lookat
+        self.camera.type = mujoco.mjtCamera.mjCAMERA_FREE
+        self.offset = np.asarray(cam.lookat, dtype=np.float64)
+        if cam.track_body is not None:
+            body = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, cam.track_body)
+            if body < 0:
+                raise RenderError(f"render.camera.track_body: no body '{cam.track_body}' in the model")
+            self.track_body = body
+
+    def __call__(self, data) -> np.ndarray:
+        if self.track_body is not None:
+            # Stateless tracking (MuJoCo's own tracking camera carries state between frames, which
+            # would make a restored state render differently): follow the body horizontally,
+            # keep the configured height.
+            self.camera.lookat[:2] = data.xpos[self.track_body][:2] + self.offset[:2]
+            self.camera.lookat[2] = self.offset[2]
+        self.renderer.update_scene(data, camera=self.camera)
+        return self.renderer.render().copy()
+
+    def close(self) -> None:
+        self.renderer.close()

@@ -1,0 +1,167 @@
+"""Build a gymnasium environment from a task spec, wrapped to expose features, frames and states."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import mujoco
+import numpy as np
+
+import vlmbench.envs  # noqa: F401  (sets the headless GL backend before MuJoCo loads)
+from vlmbench.envs.features import FeatureReader
+from vlmbench.envs.rendering import MujocoCamera, RenderError, resize
+from vlmbench.envs.sim_state import SimState, mujoco_state, restore_mujoco_state, state_kind
+from vlmbench.envs.themes import resolve_theme, themed_xml
+from vlmbench.errors import VlmbenchError
+from vlmbench.specs.task import TaskSpec
+
+
+class TaskEnv(gym.Wrapper):
+    """A task's environment: fixed episode length, termination overrides, features and frames.
+
+    ``step`` returns the environment's own reward (learning code replaces it) and puts
+    ``env_reward``, ``features``, ``success``, ``progress`` and, when ``frames_in_info`` is set,
+    the rendered ``frame`` into ``info``.
+    """
+
+    def __init__(self, env: gym.Env, task: TaskSpec, *, render: bool, frames_in_info: bool = False):
+        super().__init__(env)
+        self.task = task
+        self.frames_in_info = frames_in_info and render
+        self.features_of = FeatureReader(task, env.unwrapped)
+        self.kind = state_kind(env.unwrapped)
+        self.camera = MujocoCamera(env.unwrapped.model, task.render) if render and self.kind == "mujoco" else None
+        self._can_render = render
+        self._steps = 0
+        self._absorbed = False
+        self._obs: np.ndarray | None = None
+        self._reset_seed: int | None = None
+        self._seed_rng: np.random.Generator | None = None
+        self._actions: list[np.ndarray] = []
+
+    # -- episode control -------------------------------------------------------------------
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        if self.kind == "replay":  # replayable: every inner reset gets an explicit seed
+            if seed is not None or self._seed_rng is None:
+                self._seed_rng = np.random.default_rng(seed)
+            seed = int(self._seed_rng.integers(2**31 - 1))
+        obs, info = self.env.reset(seed=seed, options=options)
+        self._reset_seed, self._actions = seed, []
+        self._steps, self._absorbed, self._obs = 0, False, obs
+        return obs, self._annotate(info, env_reward=0.0)
+
+    def step(self, action):
+        self._steps += 1
+        if self.kind == "replay":
+            self._actions.append(np.array(action, copy=True))
+        if self._absorbed:
+            obs, reward, terminated, truncated, info = self._obs, 0.0, False, False, {}
+        else:
+            obs, reward, terminated, truncated, info = self.env.step(action)
+            if self.kind == "mujoco":  # positions and contacts of the new state, as a restore computes them
+                mujoco.mj_forward(self.env.unwrapped.model, self.env.unwrapped.data)
+            mode = self.task.env.termination
+            if terminated and mode == "absorbing":
+                self._absorbed, terminated = True, False
+            elif mode == "never":
+                terminated = False
+                if hasattr(self.env.unwrapped, "steps_beyond_terminated"):
+                    self.env.unwrapped.steps_beyond_terminated = None  # classic control keeps stepping
+        self._obs = obs
+        truncated = bool(truncated or self._steps >= self.task.env.episode_length)
+        return obs, float(reward), bool(terminated), truncated, self._annotate(info, env_reward=float(reward))
+
+    def _annotate(self, info: dict, env_reward: float) -> dict:
+        features = self.features()
+        info = dict(info)
+        info.update(
+            env_reward=env_reward,
+            features=features,
+            success=self.task.is_success(features),
+            progress=self.task.progress_of(features),
+        )
+        if self.frames_in_info:
+            info["frame"] = self.render()
+        return info
+
+    # -- observation of the current state ---------------------------------------------------
+    def features(self) -> dict[str, float]:
+        return self.features_of(self.env.unwrapped, self._obs)
+
+    def render(self) -> np.ndarray:
+        """An RGB frame (height, width, 3) of the current state, at the task's size and camera."""
+        if not self._can_render:
+            raise RenderError("this environment was built with render=False")
+        if self.camera is not None:
+            return self.camera(self.env.unwrapped.data)
+        frame = self.env.render()
+        return resize(np.asarray(frame), self.task.render.width, self.task.render.height)
+
+    # -- saving and restoring ---------------------------------------------------------------
+    def get_state(self) -> SimState:
+        unwrapped = self.env.unwrapped
+        common = dict(observation=np.array(self._obs, copy=True), step=self._steps, absorbed=self._absorbed)
+        if self.kind == "mujoco":
+            return SimState("mujoco", values=mujoco_state(unwrapped.model, unwrapped.data), **common)
+        if self.kind == "vector":
+            return SimState("vector", values=np.array(unwrapped.state, dtype=np.float64), **common)
+        return SimState("replay", reset_seed=self._reset_seed, actions=tuple(self._actions), **common)
+
+    def set_state(self, state: SimState) -> np.ndarray:
+        """Restore ``state``; returns its observation. Frames rendered afterwards match the original."""
+        if state.kind != self.kind:
+            raise VlmbenchError(f"cannot restore a '{state.kind}' state into a '{self.kind}' environment")
+        unwrapped = self.env.unwrapped
+        if self.kind == "replay":
+            self.env.reset(seed=state.reset_seed)
+            self._steps, self._absorbed, self._actions = 0, False, []
+            frames_in_info, self.frames_in_info = self.frames_in_info, False
+            for action in state.actions:
+                self.step(action)
+            self.frames_in_info = frames_in_info
+            self._reset_seed = state.reset_seed
+            return self._obs
+        if self.kind == "mujoco":
+            restore_mujoco_state(unwrapped.model, unwrapped.data, state.values)
+        else:
+            unwrapped.state = np.array(state.values, dtype=np.asarray(unwrapped.state).dtype)
+            if hasattr(unwrapped, "steps_beyond_terminated"):
+                unwrapped.steps_beyond_terminated = None
+        self._steps, self._absorbed = state.step, state.absorbed
+        self._obs = np.array(state.observation, copy=True)
+        return self._obs
+
+    def close(self):
+        if self.camera is not None:
+            self.camera.close()
+        super().close()
+
+
+def _is_mujoco(env_id: str) -> bool:
+    entry = str(gym.spec(env_id).entry_point)
+    return "mujoco" in entry
+
+
+def make_env(task: TaskSpec, *, render: bool = True, frames_in_info: bool = False) -> TaskEnv:
+    """Build the task's environment. ``render=False`` skips all GL work (oracle judges need none)."""
+    try:
+        mujoco_scene = _is_mujoco(task.env.id)
+    except gym.error.Error as exc:
+        raise VlmbenchError(f"task '{task.id}': env.id: {exc}") from None
+    kwargs: dict[str, Any] = dict(task.env.kwargs)
+    if not mujoco_scene and (task.render.camera or task.render.theme):
+        raise VlmbenchError(f"task '{task.id}': render.camera and render.theme apply to MuJoCo scenes only")
+    if mujoco_scene and task.render.theme is not None:
+        probe = gym.make(task.env.id, **kwargs)
+        original = Path(probe.unwrapped.fullpath)
+        probe.close()
+        kwargs["xml_file"] = str(themed_xml(original, resolve_theme(task.render.theme)))
+    if render and not mujoco_scene:
+        kwargs["render_mode"] = "rgb_array"
+    try:
+        env = gym.make(task.env.id, max_episode_steps=task.env.episode_length, **kwargs)
+    except TypeError as exc:
+        raise VlmbenchError(f"task '{task.id}': env.kwargs: {exc}") from None
+    return TaskEnv(env, task, render=render, frames_in_info=frames_in_info)

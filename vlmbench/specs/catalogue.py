@@ -1,0 +1,111 @@
+"""Find built-in and user task/judge YAML files and resolve names, aliases and paths."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Generic, Literal, TypeVar
+
+from pydantic import BaseModel
+
+from vlmbench.errors import SpecError, UnknownNameError
+from vlmbench.specs.judge_config import JudgeConfig
+from vlmbench.specs.loading import load_spec
+from vlmbench.specs.task import TaskSpec
+
+Kind = Literal["task", "judge"]
+M = TypeVar("M", bound=BaseModel)
+
+
+def catalogue_dir(kind: Kind) -> Path:
+    """tasks/ or judges/: from a source checkout if present, else the copy inside the wheel."""
+    folder = f"{kind}s"
+    checkout = Path(__file__).resolve().parents[2] / folder
+    if checkout.is_dir() and (checkout.parent / "pyproject.toml").is_file():
+        return checkout
+    return Path(str(resources.files("vlmbench") / "catalogue" / folder))
+
+
+@dataclass
+class Catalogue(Generic[M]):
+    """The YAML specs of one kind, by id and alias; loaded on first use."""
+
+    kind: Kind
+    model: type[M]
+    directory: Path
+    _entries: dict[str, tuple[Path, M]] = field(default_factory=dict, init=False)
+    _aliases: dict[str, str] = field(default_factory=dict, init=False)
+    _loaded: bool = field(default=False, init=False)
+
+    def _load(self) -> None:
+        if self._loaded:
+            return
+        problems: list[str] = []
+        for path in sorted(self.directory.glob("*.yaml")):
+            try:
+                spec = load_spec(path, self.model)
+            except SpecError as exc:
+                problems.extend(exc.problems)
+                continue
+            key = _identity(spec)
+            if key != path.stem:
+                problems.append(f"{path}:1: {_id_field(spec)}: '{key}' must match the file name '{path.stem}'")
+            self._entries[key] = (path, spec)
+            for alias in getattr(spec, "aliases", []):
+                self._aliases[alias] = key
+        if problems:
+            raise SpecError(problems)
+        self._loaded = True
+
+    def names(self) -> list[str]:
+        self._load()
+        return sorted(self._entries)
+
+    def items(self) -> list[tuple[Path, M]]:
+        self._load()
+        return [self._entries[k] for k in sorted(self._entries)]
+
+    def resolve(self, name: str) -> M:
+        """A spec by id, alias or path to a YAML file."""
+        as_path = Path(name)
+        if name.endswith((".yaml", ".yml")) or as_path.is_file():
+            return load_spec(as_path, self.model)
+        self._load()
+        key = self._aliases.get(name, name)
+        if key in self._entries:
+            return self._entries[key][1]
+        choices = list(self._entries) + list(self._aliases)
+        raise UnknownNameError(self.kind, name, difflib.get_close_matches(name, choices, n=3, cutoff=0.4))
+
+    def path_of(self, name: str) -> Path:
+        self._load()
+        return self._entries[self._aliases.get(name, name)][0]
+
+
+def _identity(spec: BaseModel) -> str:
+    return getattr(spec, "id", None) or getattr(spec, "name")
+
+
+def _id_field(spec: BaseModel) -> str:
+    return "id" if hasattr(spec, "id") else "name"
+
+
+@cache
+def tasks() -> Catalogue[TaskSpec]:
+    return Catalogue("task", TaskSpec, catalogue_dir("task"))
+
+
+@cache
+def judges() -> Catalogue[JudgeConfig]:
+    return Catalogue("judge", JudgeConfig, catalogue_dir("judge"))
+
+
+def resolve_task(name: str) -> TaskSpec:
+    return tasks().resolve(name)
+
+
+def resolve_judge(name: str) -> JudgeConfig:
+    return judges().resolve(name)

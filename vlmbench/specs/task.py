@@ -1,0 +1,231 @@
+"""The task spec: what to simulate, how to film it, what to ask judges and how to check success."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+from vlmbench.specs.expressions import Expression, ExpressionError
+
+SOURCES = {
+    "vlm-rm": "Rocamonde et al., Vision-Language Models are Zero-Shot Reward Models for RL (2023)",
+    "gpt4v-preferences": "Wong, Lu, Qi, Reward Modeling from GPT4-Vision Preferences",
+    "erl-vlm": "Luu et al., Enhancing Rating-Based RL with Feedback from Large VLMs (2025)",
+    "rewarddance": "RewardDance: Reward Scaling in Visual Generation",
+    "user": "a task written by the user",
+}
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EnvSpec(Strict):
+    """The gymnasium environment, its length and how its own termination is treated."""
+
+    id: str = Field(description="gymnasium environment id, e.g. 'Humanoid-v5'")
+    kwargs: dict[str, object] = Field(default_factory=dict, description="passed to gymnasium.make")
+    episode_length: int = Field(gt=0, description="steps per episode (a time limit, never success)")
+    termination: Literal["keep", "never", "absorbing"] = Field(
+        default="keep",
+        description="keep: the env's own termination; never: ignore it (the episode runs to "
+        "episode_length); absorbing: the terminal state is frozen until episode_length",
+    )
+
+
+class CameraSpec(Strict):
+    """A MuJoCo free or tracking camera."""
+
+    distance: float = Field(gt=0)
+    azimuth: float = 90.0
+    elevation: float = -20.0
+    lookat: tuple[float, float, float] = Field(
+        default=(0.0, 0.0, 1.0),
+        description="point looked at; with track_body, x and y are offsets from the body and z is absolute",
+    )
+    track_body: str | None = Field(default=None, description="body followed horizontally, if any")
+
+
+class TextureSpec(Strict):
+    """A procedural texture: MuJoCo's builtins, or 'noise' (a generated PNG, e.g. grass)."""
+
+    pattern: Literal["checker", "gradient", "flat", "noise"]
+    rgb1: tuple[float, float, float]
+    rgb2: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    size: int = Field(default=512, ge=8, le=4096)
+    repeat: float = Field(default=8.0, gt=0, description="tiles across the floor")
+
+    @field_validator("rgb1", "rgb2")
+    @classmethod
+    def _unit_colour(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:
+        if not all(0.0 <= c <= 1.0 for c in v):
+            raise ValueError("colour components must lie in [0, 1]")
+        return v
+
+
+class ThemeSpec(Strict):
+    """A visual theme for MuJoCo scenes: floor and sky textures."""
+
+    floor: TextureSpec | None = None
+    sky: TextureSpec | None = None
+
+
+class RenderSpec(Strict):
+    width: int = Field(default=224, ge=16, le=4096)
+    height: int = Field(default=224, ge=16, le=4096)
+    camera: CameraSpec | None = Field(default=None, description="MuJoCo scenes only")
+    theme: str | ThemeSpec | None = Field(
+        default=None, description="a built-in theme name (see vlmbench.envs.themes) or an inline theme"
+    )
+
+
+class RatingPrompt(Strict):
+    question: str
+    classes: list[str] = Field(min_length=2, description="ordered from worst to best")
+
+    @field_validator("classes")
+    @classmethod
+    def _distinct(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("rating classes must be distinct")
+        return v
+
+
+class PromptSpec(Strict):
+    goal: list[str] = Field(min_length=1, description="goal prompts; their embeddings are averaged")
+    baseline: list[str] = Field(default_factory=list, description="baseline prompts (VLM-RM)")
+    pairwise: str | None = Field(default=None, description="question for pairwise judges")
+    rating: RatingPrompt | None = None
+    yes_no: str | None = Field(default=None, description="question a yes-probability judge answers")
+
+    @field_validator("goal", "baseline", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: object) -> object:
+        return [v] if isinstance(v, str) else v
+
+
+class _Feature(Strict):
+    description: str = ""
+
+
+class ObservationFeature(_Feature):
+    kind: Literal["observation"]
+    index: int = Field(ge=0)
+
+
+class StateFeature(_Feature):
+    """An entry of a classic-control env's internal ``state`` vector."""
+
+    kind: Literal["state"]
+    index: int = Field(ge=0)
+
+
+class JointFeature(_Feature):
+    """A MuJoCo joint's position (qpos) or velocity (qvel); ``index`` selects within free/ball joints."""
+
+    kind: Literal["joint_position", "joint_velocity"]
+    joint: str
+    index: int = Field(default=0, ge=0)
+
+
+class BodyPositionFeature(_Feature):
+    kind: Literal["body_position"]
+    body: str
+    axis: Literal["x", "y", "z"]
+
+
+class BodyUprightFeature(_Feature):
+    """Cosine between a body's local axis and the world z axis (1 upright, -1 upside down)."""
+
+    kind: Literal["body_upright"]
+    body: str
+    local_axis: Literal["x", "y", "z"] = "z"
+
+
+class BodyDistanceFeature(_Feature):
+    kind: Literal["body_distance"]
+    body: str
+    other: str
+    axes: Literal["xyz", "xy", "z"] = "xyz"
+
+
+class ContactFeature(_Feature):
+    """1.0 when any geom of ``body`` touches any geom of ``other`` (a body, or 'floor'), else 0.0."""
+
+    kind: Literal["contact"]
+    body: str
+    other: str = "floor"
+
+
+Feature = Annotated[
+    ObservationFeature | StateFeature | JointFeature | BodyPositionFeature
+    | BodyUprightFeature | BodyDistanceFeature | ContactFeature,
+    Field(discriminator="kind"),
+]
+
+
+class EvaluationSpec(Strict):
+    success_fraction: float = Field(
+        default=0.5, gt=0, le=1, description="an episode succeeds when the goal holds this often"
+    )
+    episodes: int = Field(default=20, gt=0)
+
+
+class TaskSpec(Strict):
+    """A declarative task: environment, camera, prompts and success detector."""
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
+    version: int = Field(default=1, ge=1)
+    aliases: list[str] = Field(default_factory=list)
+    description: str = Field(min_length=1, description="the task, and its success detector in words")
+    source: str = Field(description=f"one of: {', '.join(SOURCES)}")
+    env: EnvSpec
+    render: RenderSpec = RenderSpec()
+    prompts: PromptSpec
+    features: dict[str, Feature] = Field(min_length=1)
+    success: str = Field(description="boolean expression over features: the goal holds")
+    progress: str = Field(description="expression over features in [0, 1]: closeness to the goal")
+    evaluation: EvaluationSpec = EvaluationSpec()
+
+    @field_validator("source")
+    @classmethod
+    def _known_source(cls, v: str) -> str:
+        if v not in SOURCES:
+            raise ValueError(f"unknown source '{v}'; one of: {', '.join(SOURCES)}")
+        return v
+
+    @field_validator("features")
+    @classmethod
+    def _feature_names(cls, v: dict[str, object]) -> dict[str, object]:
+        for name in v:
+            if not name.isidentifier() or name.startswith("_"):
+                raise ValueError(f"feature name '{name}' must be an identifier not starting with '_'")
+        return v
+
+    @field_validator("success", "progress")
+    @classmethod
+    def _expression_compiles(cls, v: str, info: ValidationInfo) -> str:
+        features = info.data.get("features")
+        if features is None:  # the features themselves are invalid and reported on their own
+            return v
+        try:
+            Expression(v, features)
+        except ExpressionError as exc:
+            raise ValueError(str(exc)) from None
+        return v
+
+    @cached_property
+    def success_expression(self) -> Expression:
+        return Expression(self.success, self.features)
+
+    @cached_property
+    def progress_expression(self) -> Expression:
+        return Expression(self.progress, self.features)
+
+    def is_success(self, features: dict[str, float]) -> bool:
+        return bool(self.success_expression(features))
+
+    def progress_of(self, features: dict[str, float]) -> float:
+        return float(self.progress_expression(features))
