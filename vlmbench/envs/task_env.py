@@ -26,10 +26,13 @@ class TaskEnv(gym.Wrapper):
     the rendered ``frame`` into ``info``.
     """
 
-    def __init__(self, env: gym.Env, task: TaskSpec, *, render: bool, frames_in_info: bool = False):
+    def __init__(
+        self, env: gym.Env, task: TaskSpec, *, render: bool, frames_in_info: bool = False, states_in_info: bool = False
+    ):
         super().__init__(env)
         self.task = task
         self.frames_in_info = frames_in_info and render
+        self.states_in_info = states_in_info
         self.features_of = FeatureReader(task, env.unwrapped)
         self.kind = state_kind(env.unwrapped)
         self.camera = MujocoCamera(env.unwrapped.model, task.render) if render and self.kind == "mujoco" else None
@@ -84,6 +87,8 @@ class TaskEnv(gym.Wrapper):
         )
         if self.frames_in_info:
             info["frame"] = self.render()
+        if self.states_in_info:
+            info["state"] = self.get_state()
         return info
 
     # -- observation of the current state ---------------------------------------------------
@@ -144,7 +149,9 @@ def _is_mujoco(env_id: str) -> bool:
     return "mujoco" in entry
 
 
-def make_env(task: TaskSpec, *, render: bool = True, frames_in_info: bool = False) -> TaskEnv:
+def make_env(
+    task: TaskSpec, *, render: bool = True, frames_in_info: bool = False, states_in_info: bool = False
+) -> TaskEnv:
     """Build the task's environment. ``render=False`` skips all GL work (oracle judges need none)."""
     try:
         mujoco_scene = _is_mujoco(task.env.id)
@@ -164,4 +171,4 @@ def make_env(task: TaskSpec, *, render: bool = True, frames_in_info: bool = Fals
         env = gym.make(task.env.id, max_episode_steps=task.env.episode_length, **kwargs)
     except TypeError as exc:
         raise VlmbenchError(f"task '{task.id}': env.kwargs: {exc}") from None
-    return TaskEnv(env, task, render=render, frames_in_info=frames_in_info)
+    return TaskEnv(env, task, render=render, frames_in_info=frames_in_info, states_in_info=states_in_info)

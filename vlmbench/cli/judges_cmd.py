@@ -1,0 +1,144 @@
+"""`vlmbench judges list|show|validate` and `vlmbench judge`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import typer
+import yaml
+from rich.console import Console
+from rich.syntax import Syntax
+from rich.table import Table
+
+from vlmbench.errors import SpecError, VlmbenchError
+from vlmbench.judges.base import Answer, Frame, Question
+from vlmbench.judges.registry import build_judge, judge_types, load_judge_class
+from vlmbench.specs import catalogue
+from vlmbench.specs.judge_config import JudgeConfig
+from vlmbench.specs.loading import load_spec
+
+app = typer.Typer(help="List, show and validate judge configs.", no_args_is_help=True)
+console = Console()
+
+
+@app.command("list")
+def list_judges() -> None:
+    """Judge configs in judges/, and the judge types (built-in and plugins) they can use."""
+    types = judge_types()
+    table = Table(title=f"judges ({catalogue.judges().directory})")
+    for column in ("name", "type", "aliases", "description"):
+        table.add_column(column, overflow="fold")
+    for _, config in catalogue.judges().items():
+        kind = config.type if config.type in types else f"[red]{config.type} (unknown)[/red]"
+        table.add_row(config.name, kind, ", ".join(config.aliases), config.description)
+    console.print(table)
+    kinds = Table(title="judge types")
+    for column in ("type", "provided by", "target"):
+        kinds.add_column(column)
+    for jt in types.values():
+        kinds.add_row(jt.name, jt.origin, jt.target)
+    console.print(kinds)
+
+
+@app.command("show")
+def show(name: str = typer.Argument(..., help="judge name, alias or YAML path")) -> None:
+    """A judge config with its type's parameters filled in."""
+    config = catalogue.resolve_judge(name)
+    params = load_judge_class(config.type).Params.model_validate(config.params)
+    text = yaml.safe_dump({**config.model_dump(mode="json"), "params": params.model_dump(mode="json")}, sort_keys=False)
+    console.print(Syntax(text, "yaml", theme="ansi_dark", word_wrap=True))
+
+
+@app.command("validate")
+def validate(paths: list[Path] = typer.Argument(None, help="YAML files (default: every built-in judge)")) -> None:
+    """Check judge configs and their params against their judge type."""
+    targets = paths or [p for p, _ in catalogue.judges().items()]
+    problems: list[str] = []
+    for path in targets:
+        try:
+            build_judge(load_spec(path, JudgeConfig), source=str(path))
+            console.print(f"[green]ok[/green] {path}")
+        except VlmbenchError as exc:
+            problems.extend(line if line.startswith(str(path)) else f"{path}: {line}" for line in exc.lines())
+    if problems:
+        raise SpecError(problems)
+
+
+def _frames_from_dir(folder: Path) -> list[Frame]:
+    from PIL import Image
+
+    files = sorted(p for p in folder.glob("*.png") if p.name != "contact_sheet.png")
+    if not files:
+        raise VlmbenchError(f"--frames: no PNG files in {folder}")
+    return [Frame(pixels=np.asarray(Image.open(p).convert("RGB"))) for p in files]
+
+
+def _value_text(question: Question, answer: Answer, classes: list[str] | None) -> str:
+    if answer.abstained:
+        return f"abstained: {answer.abstain_reason}"
+    if question is Question.RATE and classes:
+        return f"{answer.value} ({classes[int(answer.value)]})"
+    return f"{answer.value:.4f}"
+
+
+def judge(
+    task: str = typer.Option(..., "--task", "-t", help="task id, alias or YAML path"),
+    judge_name: str = typer.Option(..., "--judge", "-j", help="judge name, alias or YAML path"),
+    frames_dir: Path = typer.Option(None, "--frames", help="folder of PNG frames to judge"),
+    rollout_frames: int = typer.Option(None, "--rollout", min=2, help="judge N frames of a random-policy rollout"),
+    question: Question = typer.Option(None, "--question", "-q", help="score, compare or rate (default: the first it answers)"),
+    seed: int = typer.Option(0, "--seed"),
+    out: Path = typer.Option(Path("results/judgements"), "--out"),
+) -> None:
+    """Ask a judge about frames and print its answers; writes a PNG strip and answers.jsonl."""
+    from vlmbench.plots import captioned, contact_sheet, save
+
+    if (frames_dir is None) == (rollout_frames is None):
+        raise VlmbenchError("give exactly one of --frames DIR or --rollout N")
+    spec = catalogue.resolve_task(task)
+    config = catalogue.resolve_judge(judge_name)
+    judge_ = build_judge(config, source=config.name)
+    question = question or next(q for q in (Question.SCORE, Question.RATE, Question.COMPARE) if judge_.can_answer(q))
+    if frames_dir is not None:
+        frames, truth = _frames_from_dir(frames_dir), None
+    else:
+        from vlmbench.envs.rollout import rollout
+
+        episodes = rollout(spec, episodes=1 + (rollout_frames - 1) // spec.env.episode_length, seed=seed,
+                           render=True, keep_states=False)
+        steps = [(ep, t) for ep in episodes for t in range(len(ep))]
+        picks = np.linspace(0, len(steps) - 1, rollout_frames).round().astype(int)
+        frames = [Frame(ep.frames[t], ep.features[t]) for ep, t in (steps[i] for i in picks)]
+        truth = [(ep.successes[t], ep.progress[t]) for ep, t in (steps[i] for i in picks)]
+    if not judge_.needs_pixels and frames[0].features is None:
+        raise VlmbenchError(f"judge '{config.name}' reads simulator features, which PNG frames lack: use --rollout")
+    classes = spec.prompts.rating.classes if spec.prompts.rating else None
+    if question is Question.SCORE:
+        answers = judge_.score(spec, frames)
+    elif question is Question.RATE:
+        answers = judge_.rate(spec, [[f] for f in frames])
+    else:
+        answers = judge_.compare(spec, [([a], [b]) for a, b in zip(frames[:-1], frames[1:])])
+
+    table = Table(title=f"{config.name} on {spec.id}: {question.value}")
+    for column in ("frame", "answer", "success", "progress", "cached"):
+        table.add_column(column)
+    tiles, records = [], []
+    for i, answer in enumerate(answers):
+        label = f"{i}" if question is not Question.COMPARE else f"{i} vs {i + 1}"
+        text = _value_text(question, answer, classes)
+        success, progress = truth[i] if truth else (None, None)
+        table.add_row(label, text, "-" if success is None else str(success),
+                      "-" if progress is None else f"{progress:.3f}", str(answer.provenance.cached))
+        tiles.append(captioned(frames[i].pixels, [f"{label}: {text}"], highlight=success))
+        records.append({"frame": i, **answer.to_dict()})
+    if question is Question.COMPARE:
+        tiles.append(captioned(frames[-1].pixels, [f"{len(frames) - 1}"], highlight=truth[-1][0] if truth else None))
+    console.print(table)
+    folder = out / f"{spec.id}--{config.name}"
+    strip = save(contact_sheet(tiles, columns=min(8, len(tiles)), title=f"{config.name} {question.value}: {spec.id}"),
+                 folder / "strip.png")
+    (folder / "answers.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    console.print(f"strip: {strip}")

@@ -1,0 +1,77 @@
+"""`vlmbench tasks list|show|validate|schema`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+import yaml
+from rich.console import Console
+from rich.syntax import Syntax
+from rich.table import Table
+
+from vlmbench.errors import SpecError, VlmbenchError
+from vlmbench.specs import catalogue
+from vlmbench.specs.loading import load_spec
+from vlmbench.specs.task import TaskSpec
+
+app = typer.Typer(help="List, show and validate task specs.", no_args_is_help=True)
+console = Console()
+
+
+@app.command("list")
+def list_tasks() -> None:
+    """All built-in tasks."""
+    table = Table(title=f"tasks ({catalogue.tasks().directory})")
+    for column in ("id", "aliases", "env", "source", "goal prompt"):
+        table.add_column(column, overflow="fold")
+    for _, spec in catalogue.tasks().items():
+        table.add_row(spec.id, ", ".join(spec.aliases), spec.env.id, spec.source, spec.prompts.goal[0])
+    console.print(table)
+
+
+@app.command("show")
+def show(name: str = typer.Argument(..., help="task id, alias or YAML path")) -> None:
+    """A task's full spec, defaults filled in."""
+    spec = catalogue.resolve_task(name)
+    text = yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False, width=100)
+    console.print(Syntax(text, "yaml", theme="ansi_dark", word_wrap=True))
+
+
+def check_builds(spec: TaskSpec, path: Path) -> None:
+    """Build the env (without rendering) so feature names are checked against the model."""
+    from vlmbench.envs.task_env import make_env
+
+    try:
+        env = make_env(spec, render=False)
+        env.reset(seed=0)
+        env.close()
+    except VlmbenchError as exc:
+        raise SpecError([f"{path}: {line}" for line in exc.lines()]) from None
+
+
+@app.command("validate")
+def validate(
+    paths: list[Path] = typer.Argument(None, help="YAML files (default: every built-in task)"),
+    build: bool = typer.Option(True, help="also build each env to check feature and body names"),
+) -> None:
+    """Check task specs; one line per problem, exit 2 if any."""
+    targets = paths or [p for p, _ in catalogue.tasks().items()]
+    problems: list[str] = []
+    for path in targets:
+        try:
+            spec = load_spec(path, TaskSpec)
+            if build:
+                check_builds(spec, path)
+            console.print(f"[green]ok[/green] {path}")
+        except SpecError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise SpecError(problems)
+
+
+@app.command("schema")
+def schema() -> None:
+    """The task spec's JSON Schema."""
+    print(json.dumps(TaskSpec.model_json_schema(), indent=2))
