@@ -34,6 +34,8 @@ def list_judges() -> None:
         kind = config.type if config.type in types else f"[red]{config.type} (unknown)[/red]"
         table.add_row(config.name, kind, ", ".join(config.aliases), config.description)
     console.print(table)
+    for name, problems in catalogue.judges().broken.items():
+        console.print(f"[red]invalid:[/red] {name} ({problems[0]}); `vlmbench judges validate` lists all problems")
     kinds = Table(title="judge types")
     for column in ("type", "provided by", "target"):
         kinds.add_column(column)
@@ -54,7 +56,7 @@ def show(name: str = typer.Argument(..., help="judge name, alias or YAML path"))
 @app.command("validate")
 def validate(paths: list[Path] = typer.Argument(None, help="YAML files (default: every built-in judge)")) -> None:
     """Check judge configs and their params against their judge type."""
-    targets = paths or [p for p, _ in catalogue.judges().items()]
+    targets = paths or catalogue.judges().files()
     problems: list[str] = []
     for path in targets:
         try:

@@ -29,6 +29,8 @@ def list_tasks() -> None:
     for _, spec in catalogue.tasks().items():
         table.add_row(spec.id, ", ".join(spec.aliases), spec.env.id, spec.source, spec.prompts.goal[0])
     console.print(table)
+    for name, problems in catalogue.tasks().broken.items():
+        console.print(f"[red]invalid:[/red] {name} ({problems[0]}); `vlmbench tasks validate` lists all problems")
 
 
 @app.command("show")
@@ -57,7 +59,7 @@ def validate(
     build: bool = typer.Option(True, help="also build each env to check feature and body names"),
 ) -> None:
     """Check task specs; one line per problem, exit 2 if any."""
-    targets = paths or [p for p, _ in catalogue.tasks().items()]
+    targets = paths or catalogue.tasks().files()
     problems: list[str] = []
     for path in targets:
         try:

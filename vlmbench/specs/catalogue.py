@@ -38,26 +38,26 @@ class Catalogue(Generic[M]):
     directory: Path
     _entries: dict[str, tuple[Path, M]] = field(default_factory=dict, init=False)
     _aliases: dict[str, str] = field(default_factory=dict, init=False)
+    broken: dict[str, list[str]] = field(default_factory=dict, init=False)
     _loaded: bool = field(default=False, init=False)
 
     def _load(self) -> None:
+        """Load every file; a broken one is kept aside (with its problems) and blocks nothing else."""
         if self._loaded:
             return
-        problems: list[str] = []
         for path in sorted(self.directory.glob("*.yaml")):
             try:
                 spec = load_spec(path, self.model)
             except SpecError as exc:
-                problems.extend(exc.problems)
+                self.broken[path.stem] = exc.problems
                 continue
             key = _identity(spec)
             if key != path.stem:
-                problems.append(f"{path}:1: {_id_field(spec)}: '{key}' must match the file name '{path.stem}'")
+                self.broken[path.stem] = [f"{path}:1: {_id_field(spec)}: '{key}' must match the file name '{path.stem}'"]
+                continue
             self._entries[key] = (path, spec)
             for alias in getattr(spec, "aliases", []):
                 self._aliases[alias] = key
-        if problems:
-            raise SpecError(problems)
         self._loaded = True
 
     def names(self) -> list[str]:
@@ -68,6 +68,10 @@ class Catalogue(Generic[M]):
         self._load()
         return [self._entries[k] for k in sorted(self._entries)]
 
+    def files(self) -> list[Path]:
+        """Every YAML file of the catalogue, valid or not."""
+        return sorted(self.directory.glob("*.yaml"))
+
     def resolve(self, name: str) -> M:
         """A spec by id, alias or path to a YAML file."""
         as_path = Path(name)
@@ -77,6 +81,8 @@ class Catalogue(Generic[M]):
         key = self._aliases.get(name, name)
         if key in self._entries:
             return self._entries[key][1]
+        if key in self.broken:
+            raise SpecError(self.broken[key])
         choices = list(self._entries) + list(self._aliases)
         raise UnknownNameError(self.kind, name, difflib.get_close_matches(name, choices, n=3, cutoff=0.4))
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -15,3 +17,6 @@ class JudgeConfig(BaseModel):
     description: str = ""
     aliases: list[str] = Field(default_factory=list)
     params: dict[str, object] = Field(default_factory=dict)
+    default_reward: Literal["score", "preference", "rating"] | None = Field(
+        default=None, description="reward path `vlmbench run --reward auto` takes with this judge"
+    )

@@ -1,0 +1,1 @@
+"""Agents trained on judge rewards: reward paths inside stable-baselines3 and the run loop."""

@@ -1,0 +1,61 @@
+"""The run config: which task, judge and algorithm, and how judge feedback becomes reward."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class FeedbackConfig(BaseModel):
+    """Reward learning from compare or rate judges (ignored for score judges)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    label_budget: int = Field(default=200, ge=1, description="most judge labels bought in the whole run")
+    initial_fraction: float = Field(default=0.25, gt=0, le=1, description="share of the budget in round one")
+    rounds: int = Field(default=10, ge=1, description="feedback rounds (round one included)")
+    until_fraction: float = Field(
+        default=0.5, gt=0, le=1, description="rounds are spread over this leading share of the timesteps"
+    )
+    segment_length: int = Field(default=1, ge=1, description="frames per segment (the GPT-4V study used 1)")
+    buffer_capacity: int = Field(
+        default=2048,
+        ge=2,
+        description="recent segments kept for querying. The GPT-4V study kept 100 with one env; with "
+        "n_envs envs a buffer must span whole episodes, or every pair comes from the same few steps",
+    )
+    sampler: Literal["uniform", "disagreement"] = "uniform"
+    inputs: Literal["observation", "observation+action"] = "observation"
+    members: int = Field(default=3, ge=1, description="reward-model ensemble size")
+    hidden: tuple[int, ...] = (64, 64, 64, 64)
+    epochs: int = Field(default=30, ge=1)
+    batch_size: int = Field(default=64, ge=1)
+    lr: float = Field(default=1e-3, gt=0)
+    rating_loss: Literal["ce", "mae"] = "ce"
+    rating_weighted: bool = True
+
+
+class RunConfig(BaseModel):
+    """Everything that determines a run; saved in its record and checked on resume."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    task: str
+    judge: str
+    algorithm: Literal["ppo", "sac", "dqn"] = "ppo"
+    reward: Literal["auto", "score", "preference", "rating"] = Field(
+        default="auto", description="auto: score if the judge scores, else preference, else rating"
+    )
+    timesteps: int = Field(default=60_000, ge=1)
+    final_ppo_timesteps: int = Field(default=0, ge=0, description="extra PPO stage on the frozen reward model")
+    n_envs: int = Field(default=8, ge=1)
+    subprocess_envs: bool = Field(default=False, description="step (and render) envs in worker processes")
+    seed: int = 0
+    algo_kwargs: dict[str, object] = Field(default_factory=dict, description="passed to the SB3 constructor")
+    feedback: FeedbackConfig = FeedbackConfig()
+    eval_episodes: int | None = Field(default=None, ge=1, description="default: the task's evaluation.episodes")
+    eval_every: int = Field(default=0, ge=0, description="timesteps between checkpoint evaluations (0: end only)")
+    checkpoint_every: int = Field(default=10_000, ge=1, description="timesteps between checkpoints")
+    device: str = "auto"
+    torch_threads: int = Field(default=1, ge=1, description="CPU threads for torch (small MLPs run best on one)")

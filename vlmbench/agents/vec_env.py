@@ -1,0 +1,89 @@
+"""Vectorised task envs for training, and the wrapper that swaps in judge-derived rewards.
+
+``JudgeRewardVecEnv`` replaces each step's reward by a learned reward model's prediction (or by
+zero, for score judges whose rewards are relabelled in batch at the end of each rollout), keeps
+the environment's own reward in ``info['env_reward']``, and cuts the stream of steps into
+segments for the feedback loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+
+import numpy as np
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecEnvWrapper
+
+from vlmbench.envs.task_env import make_env
+from vlmbench.judges.base import Frame
+from vlmbench.specs.task import TaskSpec
+
+RewardFn = Callable[[np.ndarray], np.ndarray]  # reward-model inputs (n, D) -> rewards (n,)
+
+
+def make_vec_env(task: TaskSpec, *, n_envs: int, render: bool, subprocess: bool) -> VecEnv:
+    make = partial(make_env, task, render=render, frames_in_info=render)
+    if subprocess and n_envs > 1:
+        return SubprocVecEnv([make] * n_envs, start_method="fork")
+    return DummyVecEnv([make] * n_envs)
+
+
+def reward_inputs(observations: np.ndarray, actions: np.ndarray | None, with_actions: bool) -> np.ndarray:
+    """Flattened reward-model inputs: observations, optionally with (one-hot or raw) actions."""
+    obs = np.asarray(observations, dtype=np.float32).reshape(len(observations), -1)
+    if not with_actions:
+        return obs
+    return np.concatenate([obs, np.asarray(actions, dtype=np.float32).reshape(len(obs), -1)], axis=1)
+
+
+class JudgeRewardVecEnv(VecEnvWrapper):
+    """Rewards from ``reward_fn`` (zero when None); finished segments go to ``on_segment(inputs, frames)``."""
+
+    def __init__(
+        self,
+        venv: VecEnv,
+        *,
+        reward_fn: RewardFn | None,
+        segment_length: int,
+        with_actions: bool,
+        on_segment: Callable[[np.ndarray, tuple[Frame, ...]], None] | None,
+        keep_pixels: bool,
+    ):
+        super().__init__(venv)
+        self.reward_fn = reward_fn
+        self.segment_length = segment_length
+        self.with_actions = with_actions
+        self.on_segment = on_segment
+        self.keep_pixels = keep_pixels
+        self._actions: np.ndarray | None = None
+        self._open: list[list[tuple[np.ndarray, Frame]]] = [[] for _ in range(venv.num_envs)]
+
+    def reset(self):
+        self._open = [[] for _ in range(self.num_envs)]
+        return self.venv.reset()
+
+    def step_async(self, actions: np.ndarray) -> None:
+        self._actions = np.asarray(actions)
+        self.venv.step_async(actions)
+
+    def step_wait(self):
+        obs, _, dones, infos = self.venv.step_wait()
+        # The reward belongs to the state reached by the step: for finished episodes that is the
+        # terminal observation, not the first observation of the next episode.
+        reached = np.array([info["terminal_observation"] if done else o for o, done, info in zip(obs, dones, infos)])
+        inputs = reward_inputs(reached, self._actions, self.with_actions)
+        rewards = np.zeros(self.num_envs, dtype=np.float32) if self.reward_fn is None else self.reward_fn(inputs)
+        if self.on_segment is not None:
+            self._collect(inputs, infos, dones)
+        return obs, rewards.astype(np.float32), dones, infos
+
+    def _collect(self, inputs: np.ndarray, infos: list[dict], dones: np.ndarray) -> None:
+        for i, info in enumerate(infos):
+            pixels = info.get("frame") if self.keep_pixels else None
+            self._open[i].append((inputs[i], Frame(pixels=pixels, features=info["features"])))
+            if len(self._open[i]) == self.segment_length:
+                steps = self._open[i]
+                self.on_segment(np.stack([s[0] for s in steps]), tuple(s[1] for s in steps))
+                self._open[i] = []
+            if dones[i]:  # segments never straddle episodes
+                self._open[i] = []

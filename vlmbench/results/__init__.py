@@ -1,0 +1,1 @@
+"""Run records: a JSON header plus per-sample JSONL, curves as CSV, checkpoints."""
