@@ -7,6 +7,7 @@ import sys
 import click
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from vlmbench.cli import judges_cmd, render_cmd, run_cmd, tasks_cmd
 from vlmbench.errors import VlmbenchError
@@ -33,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         app(args=argv, standalone_mode=False)
     except VlmbenchError as exc:
         for line in exc.lines():
-            err.print(f"[red]error:[/red] {line}", soft_wrap=True)
+            err.print(f"[red]error:[/red] {escape(line)}", soft_wrap=True)
         return exc.exit_code
     except click.exceptions.Exit as exc:
         return exc.exit_code

@@ -9,12 +9,13 @@ import numpy as np
 import typer
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.syntax import Syntax
 from rich.table import Table
 
 from vlmbench.errors import SpecError, VlmbenchError
 from vlmbench.judges.base import Answer, Frame, Question
-from vlmbench.judges.registry import build_judge, judge_types, load_judge_class
+from vlmbench.judges.registry import build_judge, judge_types, load_judge_class, shadowed_plugins
 from vlmbench.specs import catalogue
 from vlmbench.specs.judge_config import JudgeConfig
 from vlmbench.specs.loading import load_spec
@@ -42,6 +43,8 @@ def list_judges() -> None:
     for jt in types.values():
         kinds.add_row(jt.name, jt.origin, jt.target)
     console.print(kinds)
+    for clash in shadowed_plugins():
+        console.print(f"[yellow]ignored:[/yellow] {escape(clash)}")
 
 
 @app.command("show")
@@ -61,7 +64,7 @@ def validate(paths: list[Path] = typer.Argument(None, help="YAML files (default:
     for path in targets:
         try:
             build_judge(load_spec(path, JudgeConfig), source=str(path))
-            console.print(f"[green]ok[/green] {path}")
+            console.print(f"[green]ok[/green] {escape(str(path))}")
         except VlmbenchError as exc:
             problems.extend(line if line.startswith(str(path)) else f"{path}: {line}" for line in exc.lines())
     if problems:

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.syntax import Syntax
 from rich.table import Table
 
@@ -66,7 +67,7 @@ def validate(
             spec = load_spec(path, TaskSpec)
             if build:
                 check_builds(spec, path)
-            console.print(f"[green]ok[/green] {path}")
+            console.print(f"[green]ok[/green] {escape(str(path))}")
         except SpecError as exc:
             problems.extend(exc.problems)
     if problems:

@@ -22,12 +22,21 @@ class RenderError(VlmbenchError):
     """Rendering is impossible on this machine, or the camera names something missing."""
 
 
-def resize(frame: np.ndarray, width: int, height: int) -> np.ndarray:
-    if frame.shape[0] == height and frame.shape[1] == width:
+def fit(frame: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Scale to fit width x height keeping the aspect ratio, padding with the frame's corner colour."""
+    h, w = frame.shape[:2]
+    if (h, w) == (height, width):
         return frame
     from PIL import Image
 
-    return np.asarray(Image.fromarray(frame).resize((width, height), Image.BILINEAR))
+    scale = min(width / w, height / h)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    scaled = np.asarray(Image.fromarray(frame).resize(size, Image.LANCZOS))
+    out = np.empty((height, width, 3), dtype=np.uint8)
+    out[:] = frame[0, 0]
+    top, left = (height - size[1]) // 2, (width - size[0]) // 2
+    out[top : top + size[1], left : left + size[0]] = scaled
+    return out
 
 
 class MujocoCamera:

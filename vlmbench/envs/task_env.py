@@ -11,7 +11,7 @@ import numpy as np
 
 import vlmbench.envs  # noqa: F401  (sets the headless GL backend before MuJoCo loads)
 from vlmbench.envs.features import FeatureReader
-from vlmbench.envs.rendering import MujocoCamera, RenderError, resize
+from vlmbench.envs.rendering import MujocoCamera, RenderError, fit
 from vlmbench.envs.sim_state import SimState, mujoco_state, restore_mujoco_state, state_kind
 from vlmbench.envs.themes import resolve_theme, themed_xml
 from vlmbench.errors import VlmbenchError
@@ -33,8 +33,9 @@ class TaskEnv(gym.Wrapper):
         self.task = task
         self.frames_in_info = frames_in_info and render
         self.states_in_info = states_in_info
-        self.features_of = FeatureReader(task, env.unwrapped)
-        self.kind = state_kind(env.unwrapped)
+        # Classic-control envs create their state vector in reset(): kind and features wait for it.
+        self.kind: str | None = "mujoco" if hasattr(env.unwrapped, "model") else None
+        self.features_of: FeatureReader | None = None
         self.camera = MujocoCamera(env.unwrapped.model, task.render) if render and self.kind == "mujoco" else None
         self._can_render = render
         self._steps = 0
@@ -46,6 +47,11 @@ class TaskEnv(gym.Wrapper):
 
     # -- episode control -------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict | None = None):
+        if self.kind is None:
+            self.env.reset(seed=seed)
+            self.kind = state_kind(self.env.unwrapped)
+        if self.features_of is None:
+            self.features_of = FeatureReader(self.task, self.env.unwrapped)
         if self.kind == "replay":  # replayable: every inner reset gets an explicit seed
             if seed is not None or self._seed_rng is None:
                 self._seed_rng = np.random.default_rng(seed)
@@ -102,7 +108,7 @@ class TaskEnv(gym.Wrapper):
         if self.camera is not None:
             return self.camera(self.env.unwrapped.data)
         frame = self.env.render()
-        return resize(np.asarray(frame), self.task.render.width, self.task.render.height)
+        return fit(np.asarray(frame), self.task.render.width, self.task.render.height)
 
     # -- saving and restoring ---------------------------------------------------------------
     def get_state(self) -> SimState:

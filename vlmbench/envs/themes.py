@@ -33,6 +33,9 @@ THEMES: dict[str, ThemeSpec] = {
 }
 
 
+THEMED_XML_VERSION = 2  # part of the cache key: bump when themed_xml changes what it writes
+
+
 def resolve_theme(theme: str | ThemeSpec) -> ThemeSpec:
     if isinstance(theme, ThemeSpec):
         return theme
@@ -94,7 +97,7 @@ def _rgb(c: tuple[float, float, float]) -> str:
 def themed_xml(original: Path, theme: ThemeSpec) -> Path:
     """Write (once, cached by content) a copy of ``original`` with the theme's floor and sky."""
     folder = cache_dir()
-    key = hashlib.sha1((original.read_text() + theme.model_dump_json()).encode()).hexdigest()[:16]
+    key = hashlib.sha1(f"{THEMED_XML_VERSION}{original.read_text()}{theme.model_dump_json()}".encode()).hexdigest()[:16]
     target = folder / f"{original.stem}-{key}.xml"
     if target.exists():
         return target
@@ -120,7 +123,7 @@ def themed_xml(original: Path, theme: ThemeSpec) -> Path:
         for geom in root.iter("geom"):
             if geom.get("type") == "plane":
                 geom.set("material", "vlmbench_floor")
-                geom.attrib.pop("rgba", None)
+                geom.set("rgba", "1 1 1 1")  # else a default geom colour tints the texture
     tree.write(target)
     return target
 

@@ -44,6 +44,18 @@ def judge_types() -> dict[str, JudgeType]:
     return types
 
 
+def shadowed_plugins() -> list[str]:
+    """Plugin entry points ignored because an earlier type (built-in or plugin) has their name."""
+    seen = set(BUILTIN_TYPES)
+    clashes = []
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name in seen:
+            origin = ep.dist.name if ep.dist is not None else "plugin"
+            clashes.append(f"judge type '{ep.name}' from {origin} ({ep.value}): the name is already taken")
+        seen.add(ep.name)
+    return clashes
+
+
 def load_judge_class(type_name: str) -> type[Judge]:
     types = judge_types()
     if type_name not in types:
