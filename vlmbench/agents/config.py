@@ -26,7 +26,13 @@ class FeedbackConfig(BaseModel):
         "n_envs envs a buffer must span whole episodes, or every pair comes from the same few steps",
     )
     sampler: Literal["uniform", "disagreement"] = "uniform"
-    inputs: Literal["observation", "observation+action"] = "observation"
+    inputs: Literal["observation", "observation+action", "image_embedding"] = Field(
+        default="observation",
+        description="what the reward model reads; image_embedding: frozen embeddings of rendered frames",
+    )
+    embedder: str = Field(
+        default="clip-vit-b32", description="judge config of a CLIP judge whose image encoder embeds frames"
+    )
     members: int = Field(default=3, ge=1, description="reward-model ensemble size")
     hidden: tuple[int, ...] = (64, 64, 64, 64)
     epochs: int = Field(default=30, ge=1)

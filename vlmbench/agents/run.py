@@ -12,6 +12,7 @@ import json
 import shutil
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import gymnasium as gym
@@ -28,7 +29,7 @@ from vlmbench.agents.checkpoints import CheckpointCallback, ProgressCallback, sa
 from vlmbench.agents.config import RunConfig
 from vlmbench.agents.feedback import FeedbackLoop
 from vlmbench.agents.score_relabel import ScoreRelabelCallback
-from vlmbench.agents.vec_env import JudgeRewardVecEnv, make_vec_env
+from vlmbench.agents.vec_env import JudgeRewardVecEnv, embedding_inputs, make_vec_env, observation_inputs
 from vlmbench.errors import VlmbenchError
 from vlmbench.judges.base import Judge, Question
 from vlmbench.judges.registry import build_judge
@@ -143,18 +144,30 @@ class Run:
     # -- building ---------------------------------------------------------------------------
     def _env(self, *, collect: bool) -> JudgeRewardVecEnv:
         c = self.config
-        render = self.judge.needs_pixels and (self.mode == "score" or collect)
+        pixel_inputs = self.mode != "score" and c.feedback.inputs == "image_embedding"
+        render = pixel_inputs or (self.judge.needs_pixels and (self.mode == "score" or collect))
         venv = make_vec_env(self.task, n_envs=c.n_envs, render=render, subprocess=c.subprocess_envs)
         return JudgeRewardVecEnv(
             venv,
             reward_fn=None if self.mode == "score" else self.ensemble.predict,
+            inputs_fn=embedding_inputs(self.embedder.embed) if pixel_inputs
+            else observation_inputs(c.feedback.inputs == "observation+action"),
             segment_length=c.feedback.segment_length,
-            with_actions=c.feedback.inputs == "observation+action",
             on_segment=self.loop.add_segment if collect and self.loop is not None else None,
             keep_pixels=self.judge.needs_pixels,
         )
 
+    @cached_property
+    def embedder(self):
+        """The frozen image encoder of the pixel variant: a CLIP judge's, shared with its cache."""
+        embedder = build_judge(resolve_judge(self.config.feedback.embedder), source=self.config.feedback.embedder)
+        if not hasattr(embedder, "embed"):
+            raise VlmbenchError(f"feedback.embedder: judge '{embedder.name}' has no image encoder to embed frames")
+        return embedder
+
     def _reward_model_inputs(self) -> int:
+        if self.config.feedback.inputs == "image_embedding":
+            return int(self.embedder.embedding_dim)
         probe = gym.make(self.task.env.id, **self.task.env.kwargs)
         dim = int(np.prod(probe.observation_space.shape))
         if self.config.feedback.inputs == "observation+action":

@@ -19,6 +19,7 @@ from vlmbench.judges.base import Frame
 from vlmbench.specs.task import TaskSpec
 
 RewardFn = Callable[[np.ndarray], np.ndarray]  # reward-model inputs (n, D) -> rewards (n,)
+InputsFn = Callable[[np.ndarray, np.ndarray, list[dict]], np.ndarray]  # (reached obs, actions, infos) -> (n, D)
 
 
 def make_vec_env(task: TaskSpec, *, n_envs: int, render: bool, subprocess: bool) -> VecEnv:
@@ -28,12 +29,25 @@ def make_vec_env(task: TaskSpec, *, n_envs: int, render: bool, subprocess: bool)
     return DummyVecEnv([make] * n_envs)
 
 
-def reward_inputs(observations: np.ndarray, actions: np.ndarray | None, with_actions: bool) -> np.ndarray:
-    """Flattened reward-model inputs: observations, optionally with (one-hot or raw) actions."""
-    obs = np.asarray(observations, dtype=np.float32).reshape(len(observations), -1)
-    if not with_actions:
-        return obs
-    return np.concatenate([obs, np.asarray(actions, dtype=np.float32).reshape(len(obs), -1)], axis=1)
+def observation_inputs(with_actions: bool) -> InputsFn:
+    """Reward-model inputs from flattened observations, optionally with the (raw) actions."""
+
+    def inputs(observations: np.ndarray, actions: np.ndarray, _infos: list[dict]) -> np.ndarray:
+        obs = np.asarray(observations, dtype=np.float32).reshape(len(observations), -1)
+        if not with_actions:
+            return obs
+        return np.concatenate([obs, np.asarray(actions, dtype=np.float32).reshape(len(obs), -1)], axis=1)
+
+    return inputs
+
+
+def embedding_inputs(embed: Callable[[list[Frame]], np.ndarray]) -> InputsFn:
+    """Reward-model inputs from frozen image embeddings of the rendered frames (the pixel variant)."""
+
+    def inputs(_observations: np.ndarray, _actions: np.ndarray, infos: list[dict]) -> np.ndarray:
+        return np.asarray(embed([Frame(pixels=info["frame"]) for info in infos]), dtype=np.float32)
+
+    return inputs
 
 
 class JudgeRewardVecEnv(VecEnvWrapper):
@@ -44,15 +58,15 @@ class JudgeRewardVecEnv(VecEnvWrapper):
         venv: VecEnv,
         *,
         reward_fn: RewardFn | None,
+        inputs_fn: InputsFn,
         segment_length: int,
-        with_actions: bool,
         on_segment: Callable[[np.ndarray, tuple[Frame, ...]], None] | None,
         keep_pixels: bool,
     ):
         super().__init__(venv)
         self.reward_fn = reward_fn
+        self.inputs_fn = inputs_fn
         self.segment_length = segment_length
-        self.with_actions = with_actions
         self.on_segment = on_segment
         self.keep_pixels = keep_pixels
         self._actions: np.ndarray | None = None
@@ -71,7 +85,9 @@ class JudgeRewardVecEnv(VecEnvWrapper):
         # The reward belongs to the state reached by the step: for finished episodes that is the
         # terminal observation, not the first observation of the next episode.
         reached = np.array([info["terminal_observation"] if done else o for o, done, info in zip(obs, dones, infos)])
-        inputs = reward_inputs(reached, self._actions, self.with_actions)
+        if self.reward_fn is None and self.on_segment is None:
+            return obs, np.zeros(self.num_envs, dtype=np.float32), dones, infos
+        inputs = self.inputs_fn(reached, self._actions, infos)
         rewards = np.zeros(self.num_envs, dtype=np.float32) if self.reward_fn is None else self.reward_fn(inputs)
         if self.on_segment is not None:
             self._collect(inputs, infos, dones)
