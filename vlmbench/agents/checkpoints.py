@@ -23,7 +23,11 @@ def save_agent(model: BaseAlgorithm, folder: Path, stage: str) -> None:
 
 
 class CheckpointCallback(BaseCallback):
-    """Every ``every`` timesteps: save, then ``on_checkpoint(timesteps)`` (evaluation, curve row)."""
+    """At the first rollout end after every ``every`` timesteps: save, then ``on_checkpoint(model)``.
+
+    Saving at rollout ends (after the reward callbacks ran) means a checkpointed replay buffer never
+    holds transitions whose judge rewards are still to be filled in.
+    """
 
     def __init__(self, folder: Path, stage: str, every: int, on_checkpoint: Callable[[BaseAlgorithm], None]):
         super().__init__()
@@ -34,11 +38,13 @@ class CheckpointCallback(BaseCallback):
         self._last = self.num_timesteps
 
     def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_end(self) -> None:
         if self.num_timesteps - self._last >= self.every:
             self._last = self.num_timesteps
             save_agent(self.model, self.folder, self.stage)
             self.on_checkpoint(self.model)
-        return True
 
 
 class ProgressCallback(BaseCallback):

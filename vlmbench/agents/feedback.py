@@ -52,6 +52,7 @@ class FeedbackState:
     abstained: int = 0
     cost_usd: float = 0.0
     segments_seen: int = 0
+    round_bought: bool = False  # this round's labels are bought (and saved); the fit may not be done
     last_metrics: dict = field(default_factory=dict)
 
 
@@ -104,12 +105,17 @@ class FeedbackLoop(BaseCallback):
         return self.config.label_budget - self.state.labels_bought
 
     def run_round(self) -> None:
-        wanted = min(self.schedule[self.state.rounds_done][1], self.budget_left)
-        if wanted > 0:
-            self._buy_labels(wanted)
-            self._train()
+        """Buy the round's labels and save them, then refit: an interruption never re-buys labels."""
+        if not self.state.round_bought:
+            wanted = min(self.schedule[self.state.rounds_done][1], self.budget_left)
+            if wanted > 0:
+                self._buy_labels(wanted)
+            self.state.round_bought = True
+            self.save(self.save_to)
+        self._train()
         self.state.rounds_done += 1
-        self.save(self.save_to)  # every label bought is on disk before training goes on
+        self.state.round_bought = False
+        self.save(self.save_to)
 
     def _buy_labels(self, n: int) -> None:
         if self.mode == "preference":

@@ -103,6 +103,8 @@ class Run:
         return json.loads(path.read_text()) if path.exists() else {"done": []}
 
     def _mark_done(self, stage: str) -> None:
+        if stage in self.stage_state["done"]:
+            return
         self.stage_state["done"].append(stage)
         self.record.checkpoints.mkdir(parents=True, exist_ok=True)
         (self.record.checkpoints / "stages.json").write_text(json.dumps(self.stage_state))
@@ -205,7 +207,9 @@ class Run:
         remaining = timesteps - model.num_timesteps
         callbacks = []
         if self.mode == "score":
-            self.score_callback = self.score_callback or ScoreRelabelCallback(self.task, self.judge, self.record)
+            if self.score_callback is None:
+                self.score_callback = ScoreRelabelCallback(self.task, self.judge, self.record)
+                self.score_callback.restore_counts()
             callbacks.append(self.score_callback)
         elif collect:
             callbacks.append(self.loop)
@@ -224,21 +228,35 @@ class Run:
         env.close()
         return model
 
+    def stages(self) -> list[tuple[str, str, int]]:
+        """(name, algorithm, timesteps) of each training stage."""
+        stages = [("agent", self.config.algorithm, self.config.timesteps)]
+        if self.config.final_ppo_timesteps and self.mode != "score":
+            stages.append(("final_ppo", "ppo", self.config.final_ppo_timesteps))
+        return stages
+
     def execute(self, progress=None) -> RunResult:
+        eval_path = self.record.folder / "eval.json"
+        if all(name in self.stage_state["done"] for name, _, _ in self.stages()) and eval_path.exists():
+            return self.finished_result()  # resuming a finished run leaves its record as it was
         started = time.time()
-        set_random_seed(self.config.seed)
         if self.mode != "score":
             self._build_feedback()
-        model = self._train_stage("agent", self.config.algorithm, self.config.timesteps, progress, collect=True)
-        self._mark_done("agent")
-        if self.config.final_ppo_timesteps and self.mode != "score":
-            set_random_seed(self.config.seed + 1)
-            model = self._train_stage("final_ppo", "ppo", self.config.final_ppo_timesteps, progress, collect=False)
-            self._mark_done("final_ppo")
+        model = None
+        for i, (name, algorithm, timesteps) in enumerate(self.stages()):
+            set_random_seed(self.config.seed + i)
+            model = self._train_stage(name, algorithm, timesteps, progress, collect=name == "agent")
+            self._mark_done(name)
         result = self.evaluate(model)
         self.record.finish({"seconds": round(time.time() - started, 3), "resumed": self.resumed})
         c = self.counters()
         return RunResult(self.record.folder, result, int(c.get("labels", 0)), int(c.get("abstained", 0)))
+
+    def finished_result(self) -> RunResult:
+        saved = json.loads((self.record.folder / "eval.json").read_text())
+        evaluation = EvalResult(**{k: saved[k] for k in ("success_rate", "mean_progress", "mean_env_return", "episodes")})
+        final = self.record.final_curve_row()
+        return RunResult(self.record.folder, evaluation, int(final.get("labels") or 0), int(final.get("abstained") or 0))
 
     def evaluate(self, model: BaseAlgorithm) -> EvalResult:
         from vlmbench.envs.rollout import rollout

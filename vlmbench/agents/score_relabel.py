@@ -27,6 +27,13 @@ class ScoreRelabelCallback(BaseCallback):
         self.abstained = 0
         self.cost_usd = 0.0
 
+    def restore_counts(self) -> None:
+        """Resume the counters from the record: every frame scored so far was paid for."""
+        for line in self.record.score_batches():
+            self.queries += line["frames"]
+            self.abstained += line["abstained"]
+            self.cost_usd += line["cost_usd"]
+
     def _on_rollout_start(self) -> None:
         self._frames, self._positions = [], []
 

@@ -95,9 +95,21 @@ class RunRecord:
         with open(self.folder / "queries.jsonl", "a") as fh:
             fh.write(json.dumps(line, sort_keys=True) + "\n")
 
+    def score_batches(self) -> list[dict]:
+        """The summary lines of relabelled rollouts logged so far."""
+        with open(self.folder / "queries.jsonl") as fh:
+            lines = [json.loads(line) for line in fh if line.strip()]
+        return [line for line in lines if line.get("question") == "score" and "frames" in line]
+
     def log_curve(self, row: dict) -> None:
         with open(self.folder / "curves.csv", "a", newline="") as fh:
             csv.writer(fh).writerow([row.get(k, "") for k in CURVE_FIELDS])
+
+    def final_curve_row(self) -> dict:
+        """The last row of curves.csv (the final evaluation's)."""
+        with open(self.folder / "curves.csv", newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        return rows[-1] if rows else {}
 
     def write_json(self, name: str, data: dict) -> Path:
         path = self.folder / name

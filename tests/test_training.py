@@ -1,0 +1,447 @@
+"""End-to-end training runs at toy scale: every reward path, records, budgets, abstentions, resume, CLI.
+
+Each run is a few thousand CartPole steps (seconds on one CPU core); none of these tests checks that
+an agent learns the task (bench/bench_oracle_cartpole.py does). What they check is the plumbing: the
+judge's answers reach the reward model or the algorithm's buffers, every label is recorded once, a
+run can be interrupted and resumed, and the learned reward model ranks held-out goal states above
+states where the goal fails.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import pickle
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vlmbench.agents.config import FeedbackConfig, RunConfig
+from vlmbench.agents.feedback import FeedbackLoop
+from vlmbench.agents.run import RunResult, train
+from vlmbench.agents.score_relabel import ScoreRelabelCallback
+from vlmbench.errors import VlmbenchError
+from vlmbench.judges.base import Answer, Question
+from vlmbench.judges.oracle import OracleJudge, OracleParams
+from vlmbench.learning import PreferenceDataset, RatingDataset, RewardEnsemble
+from vlmbench.specs.catalogue import resolve_task
+
+TASK = "cartpole-upright"
+RECORD_FILES = ("header.json", "queries.jsonl", "curves.csv", "eval.json")
+HELD_OUT_SEED = 424_242  # training envs and evaluation (seed + 1_000_000) never use these seeds
+
+# Toy feedback: 80 labels in 4 rounds. Small batches and many epochs give the tiny label set enough
+# gradient steps to shape the reward model (default settings suit 200 labels over 60k steps).
+TOY_FEEDBACK = FeedbackConfig(label_budget=80, rounds=4, epochs=100, batch_size=16)
+TINY_CLIP = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Runs set one torch thread themselves; held-out scoring here should not fight for the CPU either."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def toy_config(**overrides) -> RunConfig:
+    settings = dict(task=TASK, judge="oracle", timesteps=3000, n_envs=8, eval_episodes=2, checkpoint_every=1000,
+                    feedback=TOY_FEEDBACK)
+    return RunConfig(**{**settings, **overrides})
+
+
+def queries(folder: Path) -> list[dict]:
+    return [json.loads(line) for line in (folder / "queries.jsonl").read_text().splitlines()]
+
+
+def curves(folder: Path) -> list[dict]:
+    with open(folder / "curves.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def assert_complete(result: RunResult, config: RunConfig) -> None:
+    """The run trained for its timesteps and wrote its final record."""
+    folder = result.folder
+    for name in (*RECORD_FILES, "timing.json", "episode.gif", "episode.png"):
+        assert (folder / name).is_file(), f"{name} missing from {folder}"
+    final = curves(folder)[-1]
+    assert final["stage"] == "final" and int(final["timesteps"]) >= config.timesteps
+    evaluation = json.loads((folder / "eval.json").read_text())
+    assert len(evaluation["episodes"]) == config.eval_episodes
+    assert 0.0 <= result.evaluation.success_rate <= 1.0
+    assert json.loads((folder / "checkpoints" / "stages.json").read_text())["done"] == ["agent"]
+
+
+def load_reward_model(folder: Path, config: RunConfig) -> RewardEnsemble:
+    f = config.feedback
+    ensemble = RewardEnsemble(4, members=f.members, hidden=f.hidden)  # CartPole: 4 observation numbers
+    ensemble.load_state_dict(torch.load(folder / "checkpoints" / "feedback" / "reward_model.pt", weights_only=True))
+    return ensemble
+
+
+def auc(positive: np.ndarray, negative: np.ndarray) -> float:
+    """P(a random positive scores above a random negative), ties counting half."""
+    diff = positive[:, None] - negative[None, :]
+    return float((diff > 0).mean() + 0.5 * (diff == 0).mean())
+
+
+@pytest.fixture(scope="module")
+def held_out_states() -> tuple[np.ndarray, np.ndarray]:
+    """Observations and goal flags (the task's detector) of the first 60 steps of 20 random-policy
+    episodes on seeds no run trains or evaluates on: the pole starts upright, falls and swings.
+
+    Hand-built fallen poles at rest are not used: CartPole's angle is unwrapped and a pole lying still
+    far from vertical never occurs in training, so a toy-scale reward model need not rank them."""
+    from vlmbench.envs.rollout import rollout
+
+    episodes = rollout(resolve_task(TASK), episodes=20, seed=HELD_OUT_SEED, steps=60, render=False, keep_states=False)
+    observations = np.concatenate([np.stack(ep.observations) for ep in episodes]).astype(np.float32)
+    goal = np.concatenate([np.array(ep.successes) for ep in episodes])
+    assert 0.1 < goal.mean() < 0.9  # both kinds of state are well represented
+    return observations, goal
+
+
+def assert_ranks_goal_states_first(ensemble: RewardEnsemble, held_out_states) -> None:
+    observations, goal = held_out_states
+    reward = ensemble.predict(observations)
+    assert auc(reward[goal], reward[~goal]) > 0.8
+    assert reward[goal].mean() > reward[~goal].mean()
+    # The same upright poles with the cart pushed off the 2.4 m track (|x| = 3 m): the goal fails.
+    off_track = observations[goal].copy()
+    off_track[:, 0] = np.where(off_track[:, 0] < 0, -3.0, 3.0)
+    assert reward[goal].mean() > ensemble.predict(off_track).mean()
+
+
+@pytest.fixture(scope="module")
+def preference_run(tmp_path_factory) -> tuple[RunResult, RunConfig]:
+    """One preference run (oracle judge, PPO), shared by the tests that only read its record."""
+    config = toy_config()
+    return train(config, results_dir=tmp_path_factory.mktemp("runs"), name="preference"), config
+
+
+# -- reward paths -----------------------------------------------------------------------------------
+def test_preference_path_learns_a_reward_that_ranks_goal_states_first(preference_run, held_out_states):
+    result, config = preference_run
+    assert_complete(result, config)
+    header = json.loads((result.folder / "header.json").read_text())
+    assert header["reward_mode"] == "preference" and header["config"]["algorithm"] == "ppo"
+    lines = queries(result.folder)
+    assert len(lines) == result.labels == config.feedback.label_budget and result.abstained == 0
+    assert {line["question"] for line in lines} == {"compare"}
+    assert sorted({line["round"] for line in lines}) == list(range(config.feedback.rounds))
+    labels = PreferenceDataset.load(result.folder / "checkpoints" / "feedback" / "labels.npz")
+    assert len(labels) == config.feedback.label_budget
+    first, second, p_first = labels.pairs()
+    keys = labels.table.to_arrays()["segment_keys"]
+    recorded = {(line["segments"][0], line["segments"][1]): line["value"] for line in lines}
+    assert {(keys[a], keys[b]): p for a, b, p in zip(first, second, p_first)} == recorded
+    final = curves(result.folder)[-1]
+    assert int(final["labels"]) == config.feedback.label_budget
+    assert float(final["reward_model_accuracy"]) > 0.7
+    assert_ranks_goal_states_first(load_reward_model(result.folder, config), held_out_states)
+
+
+def test_rating_path_learns_a_reward_that_ranks_goal_states_first(tmp_path, held_out_states):
+    config = toy_config(reward="rating")
+    result = train(config, results_dir=tmp_path, name="rating")
+    assert_complete(result, config)
+    lines = queries(result.folder)
+    assert len(lines) == config.feedback.label_budget and {line["question"] for line in lines} == {"rate"}
+    assert all(len(line["segments"]) == 1 and line["value"] in (0, 1, 2) for line in lines)
+    labels = RatingDataset.load(result.folder / "checkpoints" / "feedback" / "labels.npz")
+    assert len(labels) == config.feedback.label_budget
+    counts = labels.class_counts(3)
+    assert (counts > 0).sum() >= 2, f"ratings all in one class: {counts}"
+    assert_ranks_goal_states_first(load_reward_model(result.folder, config), held_out_states)
+
+
+def test_score_path_relabels_ppo_rollouts_with_judge_scores(tmp_path, monkeypatch):
+    """Oracle scores (the task's progress) replace the zero env reward in PPO's rollout buffer, and
+    returns and advantages are recomputed from them."""
+    checked = []
+    relabel = ScoreRelabelCallback._on_rollout_end
+
+    def checking_relabel(self: ScoreRelabelCallback) -> None:
+        buffer = self.model.rollout_buffer
+        before = buffer.rewards.copy()  # zero, but for SB3's time-limit bootstrap terms
+        advantages = buffer.advantages.copy()
+        progress = np.array([[self.task.progress_of(dict(f.features)) for f in step] for step in self._frames])
+        relabel(self)
+        np.testing.assert_allclose(buffer.rewards, before + progress, rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(buffer.returns, buffer.advantages + buffer.values, rtol=1e-5, atol=1e-5)
+        assert not np.allclose(buffer.advantages, advantages)
+        checked.append(progress.size)
+
+    monkeypatch.setattr(ScoreRelabelCallback, "_on_rollout_end", checking_relabel)
+    config = toy_config(reward="score", timesteps=1024, checkpoint_every=512)
+    result = train(config, results_dir=tmp_path, name="score")
+    assert_complete(result, config)
+    assert checked and sum(checked) == result.labels
+    assert not (result.folder / "checkpoints" / "feedback").exists()  # no reward model on this path
+    batches = queries(result.folder)
+    assert [b["frames"] for b in batches] == checked and all(b["question"] == "score" for b in batches)
+    assert all(0.0 <= b["min"] <= b["mean"] <= b["max"] <= 1.0 for b in batches)
+    assert int(curves(result.folder)[-1]["labels"]) == sum(checked)
+
+
+def test_clip_score_path_renders_frames_and_relabels_dqn_replay_buffer(tmp_path):
+    """A tiny random CLIP model scores rendered CartPole frames; DQN's replay buffer holds its scores."""
+    pytest.importorskip("open_clip")
+    (tmp_path / "tiny-clip.json").write_text(json.dumps(TINY_CLIP))
+    judge = tmp_path / "clip-tiny.yaml"
+    judge.write_text(f"name: clip-tiny\ntype: clip\nparams:\n  model: tiny-clip\n"
+                     f"  model_config: {tmp_path / 'tiny-clip.json'}\n  device: cpu\n")
+    n_envs, train_freq = 4, 16
+    config = toy_config(judge=str(judge), algorithm="dqn", timesteps=384, n_envs=n_envs, checkpoint_every=10_000,
+                        algo_kwargs=dict(learning_starts=64, train_freq=train_freq, gradient_steps=2,
+                                         buffer_size=1000))
+    result = train(config, results_dir=tmp_path, name="clip-dqn")
+    assert_complete(result, config)
+    assert json.loads((result.folder / "header.json").read_text())["reward_mode"] == "score"
+    batches = queries(result.folder)
+    assert [b["frames"] for b in batches] == [n_envs * train_freq] * len(batches)
+    assert sum(b["frames"] for b in batches) == result.labels >= config.timesteps
+    with open(result.folder / "checkpoints" / "agent_replay.pkl", "rb") as fh:
+        replay = pickle.load(fh)
+    assert replay.pos == len(batches) * train_freq and not replay.full
+    rewards = replay.rewards[: replay.pos].reshape(len(batches), train_freq * n_envs)
+    # each rollout's rows of the replay buffer hold exactly the scores of its batch
+    np.testing.assert_allclose(rewards.mean(axis=1), [b["mean"] for b in batches], rtol=1e-5)
+    np.testing.assert_allclose(rewards.min(axis=1), [b["min"] for b in batches], rtol=1e-5)
+    np.testing.assert_allclose(rewards.max(axis=1), [b["max"] for b in batches], rtol=1e-5)
+    assert np.ptp(rewards) > 0  # frames differ, so do their scores
+
+
+def cartpole_progress(observations: np.ndarray) -> np.ndarray:
+    """cartpole-upright's progress expression on observations (x, x', angle, angle')."""
+    x, angle = observations[..., 0], observations[..., 2]
+    return ((1 + np.cos(angle)) / 2) ** 4 * np.clip((2.8 - np.abs(x)) / 0.4, 0, 1)
+
+
+def dqn_score_config(**overrides) -> RunConfig:
+    """Oracle scores for DQN: 4 envs, a 64-transition rollout every 16 steps, a checkpoint mid-rollout."""
+    return toy_config(reward="score", algorithm="dqn", timesteps=512, n_envs=4, checkpoint_every=200,
+                      algo_kwargs=dict(learning_starts=64, train_freq=16, gradient_steps=1, buffer_size=1000),
+                      **overrides)
+
+
+def assert_replay_rewards_are_scores(folder: Path) -> None:
+    """Every stored transition's reward is the oracle's score of the state it reached."""
+    with open(folder / "checkpoints" / "agent_replay.pkl", "rb") as fh:
+        replay = pickle.load(fh)
+    stored = slice(0, replay.buffer_size if replay.full else replay.pos)
+    expected = cartpole_progress(replay.next_observations[stored])
+    wrong = np.flatnonzero(np.abs(replay.rewards[stored] - expected).max(axis=1) > 1e-5)
+    assert wrong.size == 0, f"replay rows {wrong.tolist()} hold {replay.rewards[wrong].tolist()}, not their scores"
+
+
+def test_score_path_relabels_every_dqn_transition(tmp_path):
+    config = dqn_score_config()
+    result = train(config, results_dir=tmp_path, name="score-dqn")
+    assert_complete(result, config)
+    assert_replay_rewards_are_scores(result.folder)
+    assert sum(b["frames"] for b in queries(result.folder)) == result.labels
+
+
+def test_score_path_resume_keeps_judge_rewards_in_the_replay_buffer(tmp_path, monkeypatch):
+    config = dqn_score_config()
+    interrupt_on_call(monkeypatch, ScoreRelabelCallback, "_on_rollout_end", 5)  # after the checkpoint at 200
+    with pytest.raises(KeyboardInterrupt):
+        train(config, results_dir=tmp_path, name="resume")
+    monkeypatch.undo()
+    result = train(config, results_dir=tmp_path, name="resume", resume=True)
+    assert_complete(result, config)
+    assert_replay_rewards_are_scores(result.folder)
+
+
+def test_score_path_resume_keeps_counting_judge_queries(tmp_path, monkeypatch):
+    config = toy_config(reward="score", timesteps=1024, checkpoint_every=512)
+    interrupt_on_call(monkeypatch, ScoreRelabelCallback, "_on_rollout_end", 3)  # after the checkpoint at 512
+    with pytest.raises(KeyboardInterrupt):
+        train(config, results_dir=tmp_path, name="resume")
+    monkeypatch.undo()
+    result = train(config, results_dir=tmp_path, name="resume", resume=True)
+    assert_complete(result, config)
+    scored = sum(b["frames"] for b in queries(result.folder))
+    assert scored == config.timesteps  # rollouts 1-2 before the interruption, 3-4 after it
+    assert result.labels == int(curves(result.folder)[-1]["labels"]) == scored
+
+
+# -- the record ---------------------------------------------------------------------------------------
+def test_seeded_runs_write_identical_records(preference_run, tmp_path):
+    first, config = preference_run
+    second = train(config, results_dir=tmp_path, name="again")
+    for name in RECORD_FILES:
+        assert (first.folder / name).read_bytes() == (second.folder / name).read_bytes(), name
+
+
+def test_small_budget_buys_exactly_the_budget_and_training_completes(tmp_path):
+    """Six rounds but three labels: the schedule hands out what there is and later rounds buy nothing."""
+    config = toy_config(timesteps=2048, feedback=TOY_FEEDBACK.model_copy(update={"label_budget": 3, "rounds": 6}))
+    result = train(config, results_dir=tmp_path, name="budget")
+    assert_complete(result, config)
+    assert len(queries(result.folder)) == result.labels == 3
+    assert len(PreferenceDataset.load(result.folder / "checkpoints" / "feedback" / "labels.npz")) == 3
+    assert [int(row["labels"]) for row in curves(result.folder)][-1] == 3
+
+
+class AbstainingOracle(OracleJudge):
+    """The noise-free oracle, but it abstains on every third pair it is shown and charges a cent a pair."""
+
+    def __init__(self) -> None:
+        super().__init__("oracle", OracleParams())
+        self.shown = 0
+
+    def _compare(self, task, pairs):
+        out = []
+        for answer in super()._compare(task, pairs):
+            self.shown += 1
+            provenance = replace(answer.provenance, cost_usd=0.01)
+            if self.shown % 3 == 0:
+                answer = Answer(Question.COMPARE, None, provenance, abstain_reason="cannot tell them apart")
+            out.append(replace(answer, provenance=provenance))
+        return out
+
+
+def test_abstentions_are_recorded_and_kept_out_of_the_labels(tmp_path, monkeypatch):
+    judge = AbstainingOracle()
+    monkeypatch.setattr("vlmbench.agents.run.build_judge", lambda config, source=None: judge)
+    config = toy_config(timesteps=2048, feedback=TOY_FEEDBACK.model_copy(update={"label_budget": 30, "rounds": 3}))
+    result = train(config, results_dir=tmp_path, name="abstain")
+    assert_complete(result, config)
+    lines = queries(result.folder)
+    abstained = [line for line in lines if line["value"] is None]
+    assert len(lines) == judge.shown == result.labels == 30  # an abstention still uses up a label
+    assert len(abstained) == result.abstained == 10
+    assert {line["abstain_reason"] for line in abstained} == {"cannot tell them apart"}
+    labels = PreferenceDataset.load(result.folder / "checkpoints" / "feedback" / "labels.npz")
+    assert len(labels) == 20
+    first, second, _ = labels.pairs()
+    keys = labels.table.to_arrays()["segment_keys"]
+    answered = {tuple(line["segments"]) for line in lines if line["value"] is not None}
+    assert {(keys[a], keys[b]) for a, b in zip(first, second)} == answered
+    final = curves(result.folder)[-1]
+    assert int(final["abstained"]) == 10 and int(final["labels"]) == 30
+    assert float(final["judge_cost_usd"]) == pytest.approx(0.30)  # abstentions are paid for too
+
+
+# -- interruption and resume ----------------------------------------------------------------------------
+def interrupt_on_call(monkeypatch, cls, method: str, call: int) -> None:
+    """Make ``cls.method`` raise KeyboardInterrupt (as Ctrl-C would) on its ``call``-th call."""
+    original, calls = getattr(cls, method), []
+
+    def interrupted(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == call:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(cls, method, interrupted)
+
+
+def assert_resumed_without_rebuying(result: RunResult, config: RunConfig) -> None:
+    assert_complete(result, config)
+    assert json.loads((result.folder / "timing.json").read_text())["resumed"] is True
+    lines = queries(result.folder)
+    budget = config.feedback.label_budget
+    assert len(lines) == result.labels == budget, f"{len(lines)} queries recorded for a budget of {budget}"
+    pairs = [tuple(line["segments"]) for line in lines]
+    assert len(set(pairs)) == len(pairs), "a pair was labelled twice"
+    labels = PreferenceDataset.load(result.folder / "checkpoints" / "feedback" / "labels.npz")
+    assert len(labels) == budget
+    # a key names one segment: the same key in two queries means the same inputs
+    table = labels.table.to_arrays()
+    assert len(set(table["segment_keys"].tolist())) == len(table["segment_keys"])
+    rounds = [line["round"] for line in lines]
+    assert rounds == sorted(rounds) and set(rounds) == set(range(config.feedback.rounds))
+
+
+def test_resume_after_an_interruption_between_feedback_rounds(tmp_path, monkeypatch):
+    config = toy_config()
+    interrupt_on_call(monkeypatch, FeedbackLoop, "run_round", 3)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, results_dir=tmp_path, name="resume")
+    folder = tmp_path / "resume"
+    kept = queries(folder)
+    assert 0 < len(kept) < config.feedback.label_budget and not (folder / "eval.json").exists()
+    monkeypatch.undo()
+    with pytest.raises(VlmbenchError, match="--resume"):
+        train(config, results_dir=tmp_path, name="resume")  # the folder holds this run: resume or overwrite
+    result = train(config, results_dir=tmp_path, name="resume", resume=True)
+    assert_resumed_without_rebuying(result, config)
+    assert queries(folder)[: len(kept)] == kept  # the first rounds' queries were kept as they were
+
+
+def test_resume_after_an_interruption_during_the_reward_model_fit(tmp_path, monkeypatch):
+    config = toy_config()
+    interrupt_on_call(monkeypatch, FeedbackLoop, "_train", 3)  # round three's labels are bought and recorded
+    with pytest.raises(KeyboardInterrupt):
+        train(config, results_dir=tmp_path, name="resume")
+    monkeypatch.undo()
+    result = train(config, results_dir=tmp_path, name="resume", resume=True)
+    assert_resumed_without_rebuying(result, config)
+
+
+def test_resuming_a_finished_run_leaves_its_record_as_it_was(tmp_path):
+    config = toy_config(timesteps=1024, checkpoint_every=512,
+                        feedback=TOY_FEEDBACK.model_copy(update={"label_budget": 10, "rounds": 2, "epochs": 5}))
+    first = train(config, results_dir=tmp_path, name="done")
+    files = (*RECORD_FILES, "checkpoints/stages.json")
+    before = {name: (first.folder / name).read_bytes() for name in files}
+    again = train(config, results_dir=tmp_path, name="done", resume=True)
+    assert again.labels == first.labels and again.evaluation == first.evaluation
+    assert {name: (first.folder / name).read_bytes() for name in files} == before
+
+
+def test_existing_runs_are_never_silently_overwritten(preference_run):
+    result, config = preference_run
+    before = {name: (result.folder / name).read_bytes() for name in RECORD_FILES}
+    with pytest.raises(VlmbenchError, match="already holds this run.*--resume"):
+        train(config, results_dir=result.folder.parent, name=result.folder.name)
+    for other in (config.model_copy(update={"seed": 1}), config.model_copy(update={"timesteps": 4000})):
+        for resume in (False, True):
+            with pytest.raises(VlmbenchError, match="different config"):
+                train(other, results_dir=result.folder.parent, name=result.folder.name, resume=resume)
+    assert before == {name: (result.folder / name).read_bytes() for name in RECORD_FILES}
+
+
+# -- the command line ------------------------------------------------------------------------------------
+def test_cli_run_prints_the_success_table(tmp_path, capsys):
+    from vlmbench.cli import main
+
+    config = tmp_path / "toy.yaml"
+    config.write_text("timesteps: 1024\ncheckpoint_every: 512\neval_episodes: 2\n"
+                      "feedback:\n  label_budget: 12\n  rounds: 2\n  epochs: 5\n")
+    argv = ["run", "--task", TASK, "--judge", "oracle", "--config", str(config), "--results", str(tmp_path),
+            "--name", "cli", "--seed", "3"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "success rate" in out and "judge labels" in out and "over 2 episodes" in out
+    assert str(tmp_path / "cli") in out.replace("\n", "")
+    header = json.loads((tmp_path / "cli" / "header.json").read_text())
+    assert header["config"]["seed"] == 3 and header["config"]["feedback"]["label_budget"] == 12
+    assert len(queries(tmp_path / "cli")) == 12
+    assert main(argv) == 2  # the run exists: a one-line error, not a traceback
+    err = capsys.readouterr().err
+    assert "error:" in err and "--resume" in err
+
+
+def test_cli_run_reports_bad_config_fields_with_their_lines(tmp_path, capsys):
+    from vlmbench.cli import main
+
+    config = tmp_path / "bad.yaml"
+    config.write_text("task: cartpole-upright\njudge: oracle\ntimesteps: -5\nfeedback:\n  rounds: 0\n  colour: red\n")
+    assert main(["run", "--config", str(config), "--results", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.replace("\n", " ")
+    assert f"{config}:3: timesteps:" in err
+    assert f"{config}:5: feedback.rounds:" in err
+    assert f"{config}:6: feedback.colour: unknown field" in err
+    assert not list(tmp_path.glob("*/header.json"))  # nothing was started
