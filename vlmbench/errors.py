@@ -7,6 +7,7 @@ class VlmbenchError(Exception):
     """A mistake in user input (a file, a name, an option) rather than a bug in vlmbench."""
 
     exit_code = 2
+    field: tuple[str, ...] | None = None  # the spec field at fault, when known (for 'file:line: field')
 
     def lines(self) -> list[str]:
         return [str(self)]

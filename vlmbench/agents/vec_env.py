@@ -25,7 +25,7 @@ InputsFn = Callable[[np.ndarray, np.ndarray, list[dict]], np.ndarray]  # (reache
 def make_vec_env(task: TaskSpec, *, n_envs: int, render: bool, subprocess: bool) -> VecEnv:
     make = partial(make_env, task, render=render, frames_in_info=render)
     if subprocess and n_envs > 1:
-        return SubprocVecEnv([make] * n_envs, start_method="fork")
+        return SubprocVecEnv([make] * n_envs, start_method="spawn")  # forked workers can deadlock on GL
     return DummyVecEnv([make] * n_envs)
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import typer
 import yaml
+from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.syntax import Syntax
@@ -15,10 +16,10 @@ from rich.table import Table
 
 from vlmbench.errors import SpecError, VlmbenchError
 from vlmbench.judges.base import Answer, Frame, Question
-from vlmbench.judges.registry import build_judge, judge_types, load_judge_class, shadowed_plugins
+from vlmbench.judges.registry import JudgeLoadError, build_judge, judge_types, load_judge_class, shadowed_plugins
 from vlmbench.specs import catalogue
 from vlmbench.specs.judge_config import JudgeConfig
-from vlmbench.specs.loading import load_spec
+from vlmbench.specs.loading import line_of, load_spec, parse_yaml, validation_problems
 
 app = typer.Typer(help="List, show and validate judge configs.", no_args_is_help=True)
 console = Console()
@@ -63,7 +64,15 @@ def validate(paths: list[Path] = typer.Argument(None, help="YAML files (default:
     problems: list[str] = []
     for path in targets:
         try:
-            build_judge(load_spec(path, JudgeConfig), source=str(path))
+            config = load_spec(path, JudgeConfig)
+            data, root = parse_yaml(path)
+            try:  # the type and its params, located in the file; then the judge itself
+                load_judge_class(config.type).Params.model_validate(config.params)
+            except JudgeLoadError as exc:
+                raise SpecError([f"{path}:{line_of(root, ('type',))}: type: {exc}"]) from None
+            except ValidationError as exc:
+                raise SpecError(validation_problems(path, exc, data, root, prefix=("params",))) from None
+            build_judge(config, source=str(path))
             console.print(f"[green]ok[/green] {escape(str(path))}")
         except VlmbenchError as exc:
             problems.extend(line if line.startswith(str(path)) else f"{path}: {line}" for line in exc.lines())

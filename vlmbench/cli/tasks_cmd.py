@@ -14,7 +14,7 @@ from rich.table import Table
 
 from vlmbench.errors import SpecError, VlmbenchError
 from vlmbench.specs import catalogue
-from vlmbench.specs.loading import load_spec
+from vlmbench.specs.loading import line_of, load_spec, parse_yaml
 from vlmbench.specs.task import TaskSpec
 
 app = typer.Typer(help="List, show and validate task specs.", no_args_is_help=True)
@@ -26,7 +26,7 @@ def list_tasks() -> None:
     """All built-in tasks."""
     table = Table(title=f"tasks ({catalogue.tasks().directory})")
     for column in ("id", "aliases", "env", "source", "goal prompt"):
-        table.add_column(column, overflow="fold")
+        table.add_column(column, overflow="fold", no_wrap=column == "id")
     for _, spec in catalogue.tasks().items():
         table.add_row(spec.id, ", ".join(spec.aliases), spec.env.id, spec.source, spec.prompts.goal[0])
     console.print(table)
@@ -39,7 +39,10 @@ def show(name: str = typer.Argument(..., help="task id, alias or YAML path")) ->
     """A task's full spec, defaults filled in."""
     spec = catalogue.resolve_task(name)
     text = yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False, width=100)
-    console.print(Syntax(text, "yaml", theme="ansi_dark", word_wrap=True))
+    if console.is_terminal:
+        console.print(Syntax(text, "yaml", theme="ansi_dark", word_wrap=True))
+    else:  # piped: the YAML itself, unwrapped, so that it can be saved as a task file
+        print(text, end="")
 
 
 def check_builds(spec: TaskSpec, path: Path) -> None:
@@ -51,7 +54,10 @@ def check_builds(spec: TaskSpec, path: Path) -> None:
         env.reset(seed=0)
         env.close()
     except VlmbenchError as exc:
-        raise SpecError([f"{path}: {line}" for line in exc.lines()]) from None
+        if exc.field is None:
+            raise SpecError([f"{path}: {line}" for line in exc.lines()]) from None
+        _, root = parse_yaml(path)
+        raise SpecError([f"{path}:{line_of(root, exc.field)}: {'.'.join(exc.field)}: {exc}"]) from None
 
 
 @app.command("validate")

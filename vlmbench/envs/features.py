@@ -106,7 +106,13 @@ class FeatureReader:
     """Computes all of a task's features from an unwrapped env and its latest observation."""
 
     def __init__(self, task: TaskSpec, unwrapped_env):
-        self.readers = {name: _reader(name, spec, unwrapped_env) for name, spec in task.features.items()}
+        self.readers = {}
+        for name, spec in task.features.items():
+            try:
+                self.readers[name] = _reader(name, spec, unwrapped_env)
+            except FeatureError as exc:
+                exc.field = ("features", name)
+                raise
 
     def __call__(self, unwrapped_env, observation: np.ndarray) -> dict[str, float]:
         return {name: read(unwrapped_env, observation) for name, read in self.readers.items()}

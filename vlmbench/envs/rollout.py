@@ -7,6 +7,7 @@ environment (and its own GL context) and renders its frames in parallel with the
 from __future__ import annotations
 
 from collections.abc import Callable
+from copy import deepcopy
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -71,10 +72,10 @@ def rollout(
     length = min(steps or task.env.episode_length, task.env.episode_length)
     workers = max(1, min(workers, episodes))
     make = partial(make_env, task, render=render, frames_in_info=render, states_in_info=keep_states)
-    vector_cls = gym.vector.AsyncVectorEnv if workers > 1 else gym.vector.SyncVectorEnv
-    envs = vector_cls([make] * workers)
-    action_rng = np.random.default_rng(seed)
-    envs.action_space.seed(int(action_rng.integers(2**31 - 1)))
+    # Spawned, not forked: AsyncVectorEnv first builds a dummy env here (a GL context for MuJoCo
+    # scenes), and workers forked after that deadlock when they start their own.
+    envs = (gym.vector.AsyncVectorEnv([make] * workers, context="spawn") if workers > 1
+            else gym.vector.SyncVectorEnv([make]))
     out: list[Episode] = []
     try:
         for start in range(0, episodes, workers):
@@ -83,8 +84,12 @@ def rollout(
             obs, _ = envs.reset(seed=[seed + start + i for i in range(workers)])
             done = np.zeros(workers, dtype=bool)
             done[n:] = True  # surplus workers in the last batch run but are not recorded
+            # Random actions from one generator per episode, so they do not depend on ``workers``.
+            spaces = [deepcopy(envs.single_action_space) for _ in range(workers)]
+            for i, space in enumerate(spaces):
+                space.seed(int(np.random.default_rng([seed, start + i]).integers(2**31 - 1)))
             for _ in range(length):
-                actions = envs.action_space.sample() if policy is None else policy(obs)
+                actions = np.stack([s.sample() for s in spaces]) if policy is None else policy(obs)
                 obs, _, terminated, truncated, info = envs.step(actions)
                 for i in np.flatnonzero(~done):
                     ep, step_info = batch[i], _unbatch(info, i)

@@ -36,6 +36,12 @@ class TaskEnv(gym.Wrapper):
         # Classic-control envs create their state vector in reset(): kind and features wait for it.
         self.kind: str | None = "mujoco" if hasattr(env.unwrapped, "model") else None
         self.features_of: FeatureReader | None = None
+        camera = task.render.camera
+        if self.kind == "mujoco" and camera is not None and camera.track_body is not None:
+            if mujoco.mj_name2id(env.unwrapped.model, mujoco.mjtObj.mjOBJ_BODY, camera.track_body) < 0:
+                exc = RenderError(f"no body '{camera.track_body}' in the model")
+                exc.field = ("render", "camera", "track_body")
+                raise exc
         self.camera = MujocoCamera(env.unwrapped.model, task.render) if render and self.kind == "mujoco" else None
         self._can_render = render
         self._steps = 0

@@ -15,22 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vlmbench.specs.task import TextureSpec, ThemeSpec
+from vlmbench.specs.task import THEMES, TextureSpec, ThemeSpec
 
-THEMES: dict[str, ThemeSpec] = {
-    "grass-sky": ThemeSpec(
-        floor=TextureSpec(pattern="noise", rgb1=(0.20, 0.42, 0.14), rgb2=(0.42, 0.58, 0.22), size=512, repeat=6),
-        sky=TextureSpec(pattern="gradient", rgb1=(0.45, 0.68, 0.95), rgb2=(0.92, 0.95, 1.0), size=256),
-    ),
-    "sand-sky": ThemeSpec(
-        floor=TextureSpec(pattern="noise", rgb1=(0.70, 0.60, 0.42), rgb2=(0.86, 0.78, 0.60), size=512, repeat=6),
-        sky=TextureSpec(pattern="gradient", rgb1=(0.50, 0.70, 0.95), rgb2=(0.95, 0.95, 1.0), size=256),
-    ),
-    "checker-studio": ThemeSpec(
-        floor=TextureSpec(pattern="checker", rgb1=(0.25, 0.25, 0.28), rgb2=(0.75, 0.75, 0.78), size=256, repeat=20),
-        sky=TextureSpec(pattern="gradient", rgb1=(0.85, 0.85, 0.88), rgb2=(0.35, 0.35, 0.40), size=256),
-    ),
-}
 
 
 THEMED_XML_VERSION = 2  # part of the cache key: bump when themed_xml changes what it writes

@@ -61,6 +61,9 @@ class Expression:
         except SyntaxError as exc:
             raise ExpressionError(f"invalid syntax in '{source}': {exc.msg}") from None
         self.used_names = self._validate(tree)
+        for node in ast.walk(tree):  # float arithmetic: 9 ** 9 ** 9 overflows at once, never hangs
+            if isinstance(node, ast.Constant) and type(node.value) is int:
+                node.value = float(node.value)
         self._code = compile(tree, "<expression>", "eval")
 
     def _validate(self, tree: ast.AST) -> frozenset[str]:
@@ -99,7 +102,13 @@ class Expression:
         missing = self.used_names - scope.keys()
         if missing:
             raise KeyError(f"features missing for '{self.source}': {sorted(missing)}")
-        return eval(self._code, {"__builtins__": {}, **FUNCTIONS}, scope)  # noqa: S307 (validated AST)
+        try:
+            return eval(self._code, {"__builtins__": {}, **FUNCTIONS}, scope)  # noqa: S307 (validated AST)
+        except (OverflowError, ZeroDivisionError, ValueError) as exc:
+            raise ExpressionError(f"'{self.source}' failed on these features: {exc}") from None
+
+    def __reduce__(self):  # recompiled on unpickling: code objects do not pickle
+        return Expression, (self.source, self.names)
 
     def __repr__(self) -> str:
         return f"Expression({self.source!r})"

@@ -13,7 +13,7 @@ from vlmbench.errors import SpecError
 M = TypeVar("M", bound=BaseModel)
 
 
-def _line_of(root: yaml.Node | None, loc: tuple[object, ...]) -> int:
+def line_of(root: yaml.Node | None, loc: tuple[object, ...]) -> int:
     """The 1-based line of the deepest YAML node along ``loc`` (pydantic's error location)."""
     node, line = root, (root.start_mark.line + 1 if root is not None else 1)
     for part in loc:
@@ -58,14 +58,17 @@ def parse_yaml(path: Path) -> tuple[object, yaml.Node | None]:
         raise SpecError([f"{path}{line}: YAML syntax error: {problem}"]) from None
 
 
-def validation_problems(path: Path, exc: ValidationError, data: object, root: yaml.Node | None) -> list[str]:
+def validation_problems(
+    path: Path, exc: ValidationError, data: object, root: yaml.Node | None, prefix: tuple[str, ...] = ()
+) -> list[str]:
+    """One 'file:line: field: message' per error; ``prefix`` locates a model validated inside ``data``."""
     problems = []
     for err in exc.errors():
-        loc = tuple(err["loc"])
+        loc = (*prefix, *err["loc"])
         message = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             message = "unknown field"
-        problems.append(f"{path}:{_line_of(root, loc)}: {_field_path(loc, data)}: {message}")
+        problems.append(f"{path}:{line_of(root, loc)}: {_field_path(loc, data)}: {message}")
     return problems
 
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from functools import cached_property
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationInfo, field_validator
 
 from vlmbench.specs.expressions import Expression, ExpressionError
 
@@ -72,13 +72,38 @@ class ThemeSpec(Strict):
     sky: TextureSpec | None = None
 
 
+# Built-in themes, by name (all procedural: see vlmbench.envs.themes).
+THEMES: dict[str, ThemeSpec] = {
+    "grass-sky": ThemeSpec(
+        floor=TextureSpec(pattern="noise", rgb1=(0.20, 0.42, 0.14), rgb2=(0.42, 0.58, 0.22), size=512, repeat=6),
+        sky=TextureSpec(pattern="gradient", rgb1=(0.45, 0.68, 0.95), rgb2=(0.92, 0.95, 1.0), size=256),
+    ),
+    "sand-sky": ThemeSpec(
+        floor=TextureSpec(pattern="noise", rgb1=(0.70, 0.60, 0.42), rgb2=(0.86, 0.78, 0.60), size=512, repeat=6),
+        sky=TextureSpec(pattern="gradient", rgb1=(0.50, 0.70, 0.95), rgb2=(0.95, 0.95, 1.0), size=256),
+    ),
+    "checker-studio": ThemeSpec(
+        floor=TextureSpec(pattern="checker", rgb1=(0.25, 0.25, 0.28), rgb2=(0.75, 0.75, 0.78), size=256, repeat=20),
+        sky=TextureSpec(pattern="gradient", rgb1=(0.85, 0.85, 0.88), rgb2=(0.35, 0.35, 0.40), size=256),
+    ),
+}
+
+
 class RenderSpec(Strict):
     width: int = Field(default=224, ge=16, le=4096)
     height: int = Field(default=224, ge=16, le=4096)
     camera: CameraSpec | None = Field(default=None, description="MuJoCo scenes only")
-    theme: str | ThemeSpec | None = Field(
-        default=None, description="a built-in theme name (see vlmbench.envs.themes) or an inline theme"
-    )
+    theme: Annotated[
+        Union[Annotated[str, Tag("name")], Annotated[ThemeSpec, Tag("inline")]],
+        Discriminator(lambda v: "name" if isinstance(v, str) else "inline"),
+    ] | None = Field(default=None, description="a built-in theme name (see vlmbench.envs.themes) or an inline theme")
+
+    @field_validator("theme")
+    @classmethod
+    def _known_theme(cls, v: str | ThemeSpec | None) -> str | ThemeSpec | None:
+        if isinstance(v, str) and v not in THEMES:
+            raise ValueError(f"unknown theme '{v}'; built-in themes: {', '.join(THEMES)}")
+        return v
 
 
 class RatingPrompt(Strict):
