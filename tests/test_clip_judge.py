@@ -30,15 +30,6 @@ TINY = {
 JUDGES = Path(__file__).resolve().parents[1] / "judges"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """A tiny model gains nothing from threads, and on a busy machine they only wait for each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def tiny_config(tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp("clip") / "tiny-clip.json"

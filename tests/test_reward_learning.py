@@ -29,15 +29,6 @@ from vlmbench.learning.segments import masked_returns, pad_segments
 W = np.array([1.0, -2.0, 0.5, 1.5])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """These nets are tiny: a second intra-op thread only adds contention (10x slower on a busy 2-CPU box)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
     ranks = [np.argsort(np.argsort(v)) for v in (a, b)]
     return float(np.corrcoef(*ranks)[0, 1])

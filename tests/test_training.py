@@ -34,22 +34,13 @@ RECORD_FILES = ("header.json", "queries.jsonl", "curves.csv", "eval.json")
 HELD_OUT_SEED = 424_242  # training envs and evaluation (seed + 1_000_000) never use these seeds
 
 # Toy feedback: 80 labels in 4 rounds. Small batches and many epochs give the tiny label set enough
-# gradient steps to shape the reward model (default settings suit 200 labels over 60k steps).
+# gradient steps to shape the reward model (default settings suit 200 labels over 80k steps).
 TOY_FEEDBACK = FeedbackConfig(label_budget=80, rounds=4, epochs=100, batch_size=16)
 TINY_CLIP = {
     "embed_dim": 32,
     "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},
     "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
 }
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Runs set one torch thread themselves; held-out scoring here should not fight for the CPU either."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def toy_config(**overrides) -> RunConfig:
@@ -132,7 +123,7 @@ def test_preference_path_learns_a_reward_that_ranks_goal_states_first(preference
     result, config = preference_run
     assert_complete(result, config)
     header = json.loads((result.folder / "header.json").read_text())
-    assert header["reward_mode"] == "preference" and header["config"]["algorithm"] == "ppo"
+    assert header["reward_mode"] == "preference" and header["algorithm"] == "ppo"
     lines = queries(result.folder)
     assert len(lines) == result.labels == config.feedback.label_budget and result.abstained == 0
     assert {line["question"] for line in lines} == {"compare"}
@@ -445,3 +436,18 @@ def test_cli_run_reports_bad_config_fields_with_their_lines(tmp_path, capsys):
     assert f"{config}:5: feedback.rounds:" in err
     assert f"{config}:6: feedback.colour: unknown field" in err
     assert not list(tmp_path.glob("*/header.json"))  # nothing was started
+
+
+def test_auto_algorithm_follows_the_action_space_and_mismatches_are_refused():
+    from vlmbench.agents.algorithms import resolve_algorithm
+    from vlmbench.agents.run import task_spaces
+    from vlmbench.errors import VlmbenchError
+    from vlmbench.specs.catalogue import resolve_task
+
+    discrete = task_spaces(resolve_task("cartpole-upright"))[1]
+    continuous = task_spaces(resolve_task("humanoid-kneel"))[1]
+    assert resolve_algorithm("auto", discrete) == "ppo" and resolve_algorithm("auto", continuous) == "sac"
+    with pytest.raises(VlmbenchError, match="sac needs continuous actions"):
+        resolve_algorithm("sac", discrete)
+    with pytest.raises(VlmbenchError, match="dqn needs discrete actions"):
+        resolve_algorithm("dqn", continuous)

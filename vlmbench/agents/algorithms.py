@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import gymnasium as gym
 from stable_baselines3 import DQN, PPO, SAC
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
+
+from vlmbench.errors import VlmbenchError
 
 ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "sac": SAC, "dqn": DQN}
 
@@ -19,6 +22,18 @@ DEFAULTS: dict[str, dict[str, object]] = {
         exploration_final_eps=0.04, policy_kwargs=dict(net_arch=[256, 256]),
     ),
 }
+
+
+def resolve_algorithm(name: str, action_space: gym.spaces.Space) -> str:
+    """The algorithm for ``name`` ('auto' chooses by action space), refusing ones that cannot act there."""
+    discrete = isinstance(action_space, gym.spaces.Discrete)
+    if name == "auto":
+        return "ppo" if discrete else "sac"
+    if name == "sac" and discrete:
+        raise VlmbenchError("--algorithm sac needs continuous actions; this task's are discrete (use ppo or dqn)")
+    if name == "dqn" and not discrete:
+        raise VlmbenchError("--algorithm dqn needs discrete actions; this task's are continuous (use sac or ppo)")
+    return name
 
 
 def make_algorithm(

@@ -49,11 +49,13 @@ class RunConfig(BaseModel):
 
     task: str
     judge: str
-    algorithm: Literal["ppo", "sac", "dqn"] = "ppo"
+    algorithm: Literal["auto", "ppo", "sac", "dqn"] = Field(
+        default="auto", description="auto: SAC for continuous actions (as VLM-RM), PPO for discrete ones"
+    )
     reward: Literal["auto", "score", "preference", "rating"] = Field(
         default="auto", description="auto: score if the judge scores, else preference, else rating"
     )
-    timesteps: int = Field(default=60_000, ge=1)
+    timesteps: int = Field(default=80_000, ge=1, description="agent steps (VLM-RM's humanoid runs used 10M)")
     final_ppo_timesteps: int = Field(default=0, ge=0, description="extra PPO stage on the frozen reward model")
     n_envs: int = Field(default=8, ge=1)
     subprocess_envs: bool = Field(default=False, description="step (and render) envs in worker processes")
@@ -61,7 +63,9 @@ class RunConfig(BaseModel):
     algo_kwargs: dict[str, object] = Field(default_factory=dict, description="passed to the SB3 constructor")
     feedback: FeedbackConfig = FeedbackConfig()
     eval_episodes: int | None = Field(default=None, ge=1, description="default: the task's evaluation.episodes")
-    eval_every: int = Field(default=0, ge=0, description="timesteps between checkpoint evaluations (0: end only)")
+    eval_every: int = Field(
+        default=20_000, ge=0, description="timesteps between checkpoint evaluations (0: at the end only)"
+    )
     checkpoint_every: int = Field(default=10_000, ge=1, description="timesteps between checkpoints")
     device: str = "auto"
     torch_threads: int = Field(default=1, ge=1, description="CPU threads for torch (small MLPs run best on one)")

@@ -24,7 +24,7 @@ from stable_baselines3.common.callbacks import CallbackList
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.utils import set_random_seed
 
-from vlmbench.agents.algorithms import load_algorithm, make_algorithm
+from vlmbench.agents.algorithms import load_algorithm, make_algorithm, resolve_algorithm
 from vlmbench.agents.checkpoints import CheckpointCallback, ProgressCallback, save_agent
 from vlmbench.agents.config import RunConfig
 from vlmbench.agents.feedback import FeedbackLoop
@@ -62,8 +62,16 @@ def reward_mode(requested: str, judge: Judge, default: str | None = None) -> str
     return requested
 
 
-def default_name(config: RunConfig) -> str:
-    return f"{config.task}--{config.judge}--{config.algorithm}--seed{config.seed}"
+def default_name(config: RunConfig, algorithm: str) -> str:
+    return f"{config.task}--{config.judge}--{algorithm}--seed{config.seed}"
+
+
+def task_spaces(task: TaskSpec) -> tuple[gym.spaces.Space, gym.spaces.Space]:
+    """The task env's (observation, action) spaces, from an env built without rendering."""
+    probe = gym.make(task.env.id, **task.env.kwargs)
+    spaces = probe.observation_space, probe.action_space
+    probe.close()
+    return spaces
 
 
 @dataclass
@@ -86,8 +94,10 @@ class Run:
         self.mode = reward_mode(config.reward, self.judge, judge_config.default_reward)
         if self.mode == "rating" and self.task.prompts.rating is None:
             raise VlmbenchError(f"task '{self.task.id}' has no prompts.rating, so it cannot be trained from ratings")
+        self.observation_space, self.action_space = task_spaces(self.task)
+        self.algorithm = resolve_algorithm(config.algorithm, self.action_space)
         header = {
-            "config": config.model_dump(mode="json"), "task": self.task.model_dump(mode="json"),
+            "config": config.model_dump(mode="json"), "algorithm": self.algorithm, "task": self.task.model_dump(mode="json"),
             "judge": judge_config.model_dump(mode="json"), "reward_mode": self.mode, "versions": library_versions(),
         }
         self.record, self.resumed = RunRecord.open(folder, header, resume=resume)
@@ -170,11 +180,9 @@ class Run:
     def _reward_model_inputs(self) -> int:
         if self.config.feedback.inputs == "image_embedding":
             return int(self.embedder.embedding_dim)
-        probe = gym.make(self.task.env.id, **self.task.env.kwargs)
-        dim = int(np.prod(probe.observation_space.shape))
+        dim = int(np.prod(self.observation_space.shape))
         if self.config.feedback.inputs == "observation+action":
-            dim += int(np.prod(probe.action_space.shape)) or 1
-        probe.close()
+            dim += int(np.prod(self.action_space.shape)) or 1
         return dim
 
     def _build_feedback(self) -> None:
@@ -230,7 +238,7 @@ class Run:
 
     def stages(self) -> list[tuple[str, str, int]]:
         """(name, algorithm, timesteps) of each training stage."""
-        stages = [("agent", self.config.algorithm, self.config.timesteps)]
+        stages = [("agent", self.algorithm, self.config.timesteps)]
         if self.config.final_ppo_timesteps and self.mode != "score":
             stages.append(("final_ppo", "ppo", self.config.final_ppo_timesteps))
         return stages
@@ -292,7 +300,10 @@ def save_episode_media(task: TaskSpec, episode, summary: EvalResult, folder: Pat
 
 def train(config: RunConfig, *, results_dir: Path, name: str | None = None, resume: bool = False,
           overwrite: bool = False, progress=None, console: Console | None = None) -> RunResult:
-    folder = results_dir / (name or default_name(config))
+    if name is None:
+        algorithm = resolve_algorithm(config.algorithm, task_spaces(resolve_task(config.task))[1])
+        name = default_name(config, algorithm)
+    folder = results_dir / name
     if overwrite and folder.exists():
         shutil.rmtree(folder)
     torch.set_num_threads(config.torch_threads)

@@ -36,7 +36,7 @@ def run(
     task: str = typer.Option(None, "--task", "-t", help="task id, alias or YAML path"),
     judge: str = typer.Option(None, "--judge", "-j", help="judge name, alias or YAML path"),
     config_file: Path = typer.Option(None, "--config", "-c", help="YAML run config (options below override it)"),
-    algorithm: str = typer.Option(None, "--algorithm", "-a", help="ppo, sac or dqn"),
+    algorithm: str = typer.Option(None, "--algorithm", "-a", help="auto (SAC for continuous actions, PPO for discrete), ppo, sac or dqn"),
     timesteps: int = typer.Option(None, "--timesteps"),
     seed: int = typer.Option(None, "--seed"),
     reward: str = typer.Option(None, "--reward", help="auto, score, preference or rating"),
