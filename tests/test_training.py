@@ -61,7 +61,7 @@ def curves(folder: Path) -> list[dict]:
 def assert_complete(result: RunResult, config: RunConfig) -> None:
     """The run trained for its timesteps and wrote its final record."""
     folder = result.folder
-    for name in (*RECORD_FILES, "timing.json", "episode.gif", "episode.png"):
+    for name in (*RECORD_FILES, "timing.json", "episode.gif", "episode.png", "curves.png"):
         assert (folder / name).is_file(), f"{name} missing from {folder}"
     final = curves(folder)[-1]
     assert final["stage"] == "final" and int(final["timesteps"]) >= config.timesteps

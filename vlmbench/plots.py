@@ -49,3 +49,33 @@ def save(image: Image.Image, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     image.save(path)
     return path
+
+
+def learning_curves(curves_csv: Path, out: Path, title: str) -> Path:
+    """curves.csv as a PNG: judge labels, reward-model accuracy and success rate against timesteps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    df = pd.read_csv(curves_csv)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6), constrained_layout=True)
+    left.plot(df["timesteps"], df["labels"], marker=".", color="tab:blue")
+    left.set(xlabel="timesteps", title="feedback")
+    left.set_ylabel("judge answers bought", color="tab:blue")
+    if df["reward_model_accuracy"].notna().any():
+        twin = left.twinx()
+        twin.plot(df["timesteps"], df["reward_model_accuracy"], marker=".", color="tab:orange")
+        twin.set_ylim(0, 1.05)
+        twin.set_ylabel("reward-model accuracy (labelled pairs)", color="tab:orange")
+    evaluated = df[df["success_rate"].notna()]
+    right.plot(evaluated["timesteps"], evaluated["success_rate"], marker="o", color="tab:green", label="success rate")
+    right.plot(evaluated["timesteps"], evaluated["mean_progress"], marker=".", color="tab:gray", label="mean progress")
+    right.set(xlabel="timesteps", ylim=(-0.05, 1.05), title="agent (task's success detector)")
+    right.legend(loc="lower right")
+    fig.suptitle(title)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out

@@ -35,6 +35,7 @@ from vlmbench.judges.base import Judge, Question
 from vlmbench.judges.registry import build_judge
 from vlmbench.learning.reward_nets import RewardEnsemble
 from vlmbench.metrics.success import EvalResult, evaluate, summarise
+from vlmbench.plots import learning_curves
 from vlmbench.results.record import RunRecord, library_versions
 from vlmbench.specs.catalogue import resolve_judge, resolve_task
 from vlmbench.specs.task import TaskSpec
@@ -280,6 +281,8 @@ class Run:
                                "mean_env_return": result.mean_env_return})
         shown = rollout(self.task, episodes=1, seed=seed, policy=policy, render=True, keep_states=False)
         save_episode_media(self.task, shown[0], summarise(self.task, shown), self.record.folder)
+        learning_curves(self.record.folder / "curves.csv", self.record.folder / "curves.png",
+                        f"{self.task.id} with {self.config.judge} ({self.mode}, {self.algorithm}, seed {self.config.seed})")
         return result
 
 

@@ -4,6 +4,7 @@
     <run>/queries.jsonl     one line per judge query: what was asked, the answer, its provenance
     <run>/curves.csv        timesteps, labels, reward-model fit, success at each checkpoint
     <run>/eval.json         the final evaluation, per episode
+    <run>/curves.png        curves.csv plotted; episode.gif and episode.png show one evaluation episode
     <run>/timing.json       wall-clock times (kept apart so seeded runs compare byte for byte)
     <run>/checkpoints/      agent, reward model, labels, feedback state
     <run>/tensorboard/      TensorBoard logs
