@@ -198,3 +198,17 @@ def test_termination_absorbing_freezes_at_the_goal():
         assert truncated == (step == spec.env.episode_length)
     assert np.array_equal(env.render(), frame)
     env.close()
+
+
+def test_no_gl_backend_says_what_to_install(monkeypatch):
+    import mujoco
+
+    from vlmbench.envs.rendering import RenderError
+
+    def no_gl(*args, **kwargs):
+        raise mujoco.FatalError("gladLoadGL error")
+
+    monkeypatch.setattr(mujoco, "Renderer", no_gl)
+    with pytest.raises(RenderError, match=r"no working OpenGL backend.*apt-get install libegl1.*MUJOCO_GL=osmesa"):
+        make_env(resolve_task("humanoid-kneel"), render=True)
+    make_env(resolve_task("humanoid-kneel"), render=False).close()  # features need no GL at all
