@@ -415,7 +415,7 @@ def test_cli_run_prints_the_success_table(tmp_path, capsys):
             "--name", "cli", "--seed", "3"]
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert "success rate" in out and "judge labels" in out and "over 2 episodes" in out
+    assert "success rate" in out and "judge answers" in out and "over 2 episodes" in out
     assert str(tmp_path / "cli") in out.replace("\n", "")
     header = json.loads((tmp_path / "cli" / "header.json").read_text())
     assert header["config"]["seed"] == 3 and header["config"]["feedback"]["label_budget"] == 12

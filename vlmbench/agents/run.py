@@ -63,8 +63,11 @@ def reward_mode(requested: str, judge: Judge, default: str | None = None) -> str
     return requested
 
 
-def default_name(config: RunConfig, algorithm: str) -> str:
-    return f"{config.task}--{config.judge}--{algorithm}--seed{config.seed}"
+def default_name(config: RunConfig) -> str:
+    """'<task id>--<judge name>--<algorithm>--seed<N>', from the resolved specs (never a path)."""
+    task = resolve_task(config.task)
+    algorithm = resolve_algorithm(config.algorithm, task_spaces(task)[1])
+    return f"{task.id}--{resolve_judge(config.judge).name}--{algorithm}--seed{config.seed}"
 
 
 def task_spaces(task: TaskSpec) -> tuple[gym.spaces.Space, gym.spaces.Space]:
@@ -303,10 +306,7 @@ def save_episode_media(task: TaskSpec, episode, summary: EvalResult, folder: Pat
 
 def train(config: RunConfig, *, results_dir: Path, name: str | None = None, resume: bool = False,
           overwrite: bool = False, progress=None, console: Console | None = None) -> RunResult:
-    if name is None:
-        algorithm = resolve_algorithm(config.algorithm, task_spaces(resolve_task(config.task))[1])
-        name = default_name(config, algorithm)
-    folder = results_dir / name
+    folder = results_dir / (name or default_name(config))
     if overwrite and folder.exists():
         shutil.rmtree(folder)
     torch.set_num_threads(config.torch_threads)

@@ -44,7 +44,7 @@ def run(
     n_envs: int = typer.Option(None, "--n-envs"),
     final_ppo_timesteps: int = typer.Option(None, "--final-ppo-timesteps"),
     eval_episodes: int = typer.Option(None, "--eval-episodes"),
-    name: str = typer.Option(None, "--name", help="run folder name (default: task--judge--algorithm--seedN)"),
+    name: str = typer.Option(None, "--name", help="run folder name (default: <task>--<judge>--<algorithm>--seed<N>)"),
     results: Path = typer.Option(Path("results/runs"), "--results", help="where run records go"),
     resume: bool = typer.Option(False, "--resume", help="continue an interrupted run from its checkpoints"),
     overwrite: bool = typer.Option(False, "--overwrite", help="delete an existing run of the same name first"),
@@ -61,8 +61,8 @@ def run(
         result = train(config, results_dir=results, name=name, resume=resume, overwrite=overwrite,
                        progress=progress, console=console)
     ev = result.evaluation
-    table = Table(title=f"{config.task} with {config.judge}: evaluation over {len(ev.episodes)} episodes")
-    for column in ("success rate", "mean progress", "env return", "judge labels", "abstained"):
+    table = Table(title=f"{result.folder.name}: evaluation over {len(ev.episodes)} episodes")
+    for column in ("success rate", "mean progress", "env return", "judge answers", "abstained"):
         table.add_column(column)
     table.add_row(f"{ev.success_rate:.0%}", f"{ev.mean_progress:.3f}", f"{ev.mean_env_return:.1f}",
                   str(result.labels), str(result.abstained))
