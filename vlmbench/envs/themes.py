@@ -8,7 +8,6 @@ builtin patterns, or a seeded multi-octave value noise saved as a small PNG (gra
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -113,8 +112,3 @@ def themed_xml(original: Path, theme: ThemeSpec) -> Path:
     tree.write(target)
     return target
 
-
-def theme_digest(theme: str | ThemeSpec | None) -> str:
-    if theme is None:
-        return "none"
-    return json.dumps(resolve_theme(theme).model_dump(), sort_keys=True)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-from abc import ABC
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
@@ -111,7 +110,7 @@ class JudgeParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class Judge(ABC):
+class Judge:
     """Base class of all judges. Construct with a name and validated params."""
 
     answers: ClassVar[frozenset[Question]] = frozenset()

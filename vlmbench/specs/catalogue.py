@@ -86,9 +86,6 @@ class Catalogue(Generic[M]):
         choices = list(self._entries) + list(self._aliases)
         raise UnknownNameError(self.kind, name, difflib.get_close_matches(name, choices, n=3, cutoff=0.4))
 
-    def path_of(self, name: str) -> Path:
-        self._load()
-        return self._entries[self._aliases.get(name, name)][0]
 
 
 def _identity(spec: BaseModel) -> str:
