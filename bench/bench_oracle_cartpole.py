@@ -32,7 +32,7 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict:
                        eval_episodes=args.episodes, feedback=FeedbackConfig(label_budget=args.label_budget))
     began = time.perf_counter()
     result = train(config, results_dir=Path(args.results), name=f"cartpole-upright--{args.judge}--seed{seed}",
-                   overwrite=True, console=Console(quiet=True))
+                   overwrite=True)
     return {"seed": seed, "labels": result.labels, "abstained": result.abstained,
             "success_rate": result.evaluation.success_rate, "mean_progress": result.evaluation.mean_progress,
             "seconds": time.perf_counter() - began, "folder": str(result.folder)}

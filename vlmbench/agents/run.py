@@ -18,7 +18,6 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import torch
-from rich.console import Console
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import CallbackList
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
@@ -89,9 +88,8 @@ class RunResult:
 class Run:
     """One run: builds its parts from the config and the record folder, then executes the stages."""
 
-    def __init__(self, config: RunConfig, folder: Path, *, resume: bool, console: Console | None = None):
+    def __init__(self, config: RunConfig, folder: Path, *, resume: bool):
         self.config = config
-        self.console = console or Console()
         self.task: TaskSpec = resolve_task(config.task)
         judge_config = resolve_judge(config.judge)
         self.judge = build_judge(judge_config, source=config.judge)
@@ -110,6 +108,8 @@ class Run:
         self.ensemble: RewardEnsemble | None = None
         self.score_callback: ScoreRelabelCallback | None = None
         self.stage_state = self._read_stage_state()
+        self.latest_success: float | None = None  # from the last checkpoint evaluation, for the progress bar
+        self._next_eval = config.eval_every
 
     # -- bookkeeping ------------------------------------------------------------------------
     def _read_stage_state(self) -> dict:
@@ -136,8 +136,8 @@ class Run:
     def status(self) -> str:
         c = self.counters()
         text = f"judge answers {c.get('labels', 0)} | abstained {c.get('abstained', 0)} | ${c.get('judge_cost_usd', 0):.4f}"
-        if "success_rate" in self.stage_state:
-            text += f" | success {self.stage_state['success_rate']:.0%}"
+        if self.latest_success is not None:
+            text += f" | success {self.latest_success:.0%}"
         return text
 
     def policy_of(self, model: BaseAlgorithm):
@@ -148,12 +148,14 @@ class Run:
             if self.loop is not None:
                 self.loop.save(self.record.checkpoints / "feedback")
             row = {"timesteps": model.num_timesteps, "stage": stage, **self.counters()}
-            if self.config.eval_every and model.num_timesteps % self.config.eval_every < self.config.checkpoint_every:
+            every = self.config.eval_every
+            if every and model.num_timesteps >= self._next_eval:
+                self._next_eval = (model.num_timesteps // every + 1) * every
                 result = evaluate(self.task, self.policy_of(model), episodes=max(1, self.eval_episodes // 4),
                                   seed=self.config.seed + EVAL_SEED_OFFSET)
                 row.update(success_rate=result.success_rate, mean_progress=result.mean_progress,
                            mean_env_return=result.mean_env_return)
-                self.stage_state["success_rate"] = result.success_rate
+                self.latest_success = result.success_rate
             self.record.log_curve(row)
         return on_checkpoint
 
@@ -305,9 +307,9 @@ def save_episode_media(task: TaskSpec, episode, summary: EvalResult, folder: Pat
 
 
 def train(config: RunConfig, *, results_dir: Path, name: str | None = None, resume: bool = False,
-          overwrite: bool = False, progress=None, console: Console | None = None) -> RunResult:
+          overwrite: bool = False, progress=None) -> RunResult:
     folder = results_dir / (name or default_name(config))
     if overwrite and folder.exists():
         shutil.rmtree(folder)
     torch.set_num_threads(config.torch_threads)
-    return Run(config, folder, resume=resume, console=console).execute(progress)
+    return Run(config, folder, resume=resume).execute(progress)

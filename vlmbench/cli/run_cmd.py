@@ -59,7 +59,7 @@ def run(
     })
     with bar() as progress:
         result = train(config, results_dir=results, name=name, resume=resume, overwrite=overwrite,
-                       progress=progress, console=console)
+                       progress=progress)
     ev = result.evaluation
     table = Table(title=f"{result.folder.name}: evaluation over {len(ev.episodes)} episodes")
     for column in ("success rate", "mean progress", "env return", "judge answers", "abstained"):
