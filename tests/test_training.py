@@ -451,3 +451,32 @@ def test_auto_algorithm_follows_the_action_space_and_mismatches_are_refused():
         resolve_algorithm("sac", discrete)
     with pytest.raises(VlmbenchError, match="dqn needs discrete actions"):
         resolve_algorithm("dqn", continuous)
+
+
+def test_disagreement_sampling_longer_segments_with_actions_then_a_final_ppo_stage(tmp_path):
+    feedback = TOY_FEEDBACK.model_copy(update=dict(
+        sampler="disagreement", segment_length=3, inputs="observation+action", label_budget=30, rounds=3, epochs=10))
+    config = toy_config(timesteps=2048, final_ppo_timesteps=1024, feedback=feedback)
+    result = train(config, results_dir=tmp_path)
+    folder = result.folder
+    assert json.loads((folder / "checkpoints" / "stages.json").read_text())["done"] == ["agent", "final_ppo"]
+    assert {row["stage"] for row in curves(folder)} >= {"agent", "final"}
+    asked = queries(folder)
+    assert len(asked) == 30 and all(len(q["segments"]) == 2 for q in asked)
+    labels = PreferenceDataset.load(folder / "checkpoints" / "feedback" / "labels.npz")
+    first, _, _ = labels.pairs()
+    inputs, lengths = labels.table.padded()
+    assert inputs.shape[-1] == 4 + 1 and set(lengths[first].tolist()) == {3}  # observation + action, 3 steps
+    ensemble = RewardEnsemble(5, members=feedback.members, hidden=feedback.hidden)
+    ensemble.load_state_dict(torch.load(folder / "checkpoints" / "feedback" / "reward_model.pt", weights_only=True))
+    assert ensemble.predict(inputs[:, 0]).shape == (len(inputs),)
+
+
+def test_rating_path_with_the_noise_robust_mae_loss(tmp_path):
+    config = toy_config(reward="rating",
+                        feedback=TOY_FEEDBACK.model_copy(update=dict(rating_loss="mae", label_budget=40, epochs=20)))
+    result = train(config, results_dir=tmp_path)
+    labels = RatingDataset.load(result.folder / "checkpoints" / "feedback" / "labels.npz")
+    assert len(labels) == 40 and result.labels == 40
+    final = curves(result.folder)[-1]
+    assert final["reward_model_loss"] != "" and 0.0 <= float(final["reward_model_accuracy"]) <= 1.0
