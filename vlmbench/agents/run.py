@@ -135,9 +135,9 @@ class Run:
 
     def status(self) -> str:
         c = self.counters()
-        text = f"judge answers {c.get('labels', 0)} | abstained {c.get('abstained', 0)} | ${c.get('judge_cost_usd', 0):.4f}"
+        text = f"answers {c.get('labels', 0)}, abstained {c.get('abstained', 0)}, ${c.get('judge_cost_usd', 0):.2f}"
         if self.latest_success is not None:
-            text += f" | success {self.latest_success:.0%}"
+            text += f", success {self.latest_success:.0%}"
         return text
 
     def policy_of(self, model: BaseAlgorithm):
