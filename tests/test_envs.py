@@ -212,3 +212,19 @@ def test_no_gl_backend_says_what_to_install(monkeypatch):
     with pytest.raises(RenderError, match=r"no working OpenGL backend.*apt-get install libegl1.*MUJOCO_GL=osmesa"):
         make_env(resolve_task("humanoid-kneel"), render=True)
     make_env(resolve_task("humanoid-kneel"), render=False).close()  # features need no GL at all
+
+
+def test_loading_clip_after_rendering_does_not_crash():
+    """Mesa's software GL and triton (pulled in by open_clip through torchvision) both carry LLVM:
+    importing triton after a GL context exists used to kill the process with SIGSEGV."""
+    script = textwrap.dedent("""
+        from vlmbench.envs.task_env import make_env
+        from vlmbench.specs.catalogue import resolve_task
+        env = make_env(resolve_task("humanoid-kneel"), render=True)
+        env.reset(seed=0)
+        env.render()
+        import open_clip  # noqa: F401
+        print("survived")
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "survived" in done.stdout, done.stderr[-2000:]

@@ -6,6 +6,9 @@ body); classic-control and Box2D scenes use the env's own ``rgb_array`` frame, r
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+
 import numpy as np
 
 from vlmbench.errors import VlmbenchError
@@ -39,6 +42,17 @@ def fit(frame: np.ndarray, width: int, height: int) -> np.ndarray:
     return out
 
 
+def load_llvm_users_before_gl() -> None:
+    """Import triton (if installed) before the first GL context exists.
+
+    Mesa's software EGL and triton both load their own LLVM; importing triton after a Mesa context
+    exists crashes the process (SIGSEGV). torch pulls triton in through torchvision and
+    torch._dynamo, e.g. when a CLIP judge loads, so vlmbench imports it first (0.1 s, no torch).
+    """
+    if "triton" not in sys.modules and importlib.util.find_spec("triton") is not None:
+        import triton  # noqa: F401
+
+
 class MujocoCamera:
     """Renders an MjData with the spec's camera; one GL context per instance (per process)."""
 
@@ -47,6 +61,7 @@ class MujocoCamera:
 
         import mujoco
 
+        load_llvm_users_before_gl()
         model.vis.global_.offwidth = max(model.vis.global_.offwidth, render.width)
         model.vis.global_.offheight = max(model.vis.global_.offheight, render.height)
         try:
