@@ -480,3 +480,12 @@ def test_rating_path_with_the_noise_robust_mae_loss(tmp_path):
     assert len(labels) == 40 and result.labels == 40
     final = curves(result.folder)[-1]
     assert final["reward_model_loss"] != "" and 0.0 <= float(final["reward_model_accuracy"]) <= 1.0
+
+
+def test_a_judge_that_cannot_load_fails_before_a_record_exists(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache: the weights cannot be found
+    config = RunConfig(task="humanoid-kneel", judge="clip-vit-b32", timesteps=100)
+    with pytest.raises(VlmbenchError, match="could not be downloaded or found"):
+        train(config, results_dir=tmp_path / "runs")
+    assert not (tmp_path / "runs").exists()

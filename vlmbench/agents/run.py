@@ -98,6 +98,9 @@ class Run:
             raise VlmbenchError(f"task '{self.task.id}' has no prompts.rating, so it cannot be trained from ratings")
         self.observation_space, self.action_space = task_spaces(self.task)
         self.algorithm = resolve_algorithm(config.algorithm, self.action_space)
+        self.judge.warm_up()  # missing weights or clients fail here, before a record exists
+        if self.mode != "score" and config.feedback.inputs == "image_embedding":
+            self.embedder.warm_up()
         header = {
             "config": config.model_dump(mode="json"), "algorithm": self.algorithm, "task": self.task.model_dump(mode="json"),
             "judge": judge_config.model_dump(mode="json"), "reward_mode": self.mode, "versions": library_versions(),

@@ -147,6 +147,9 @@ class Judge:
     def describe_model(self) -> str:
         return type(self).__name__
 
+    def warm_up(self) -> None:
+        """Load whatever the judge needs (weights, clients) now, so a run fails before it trains."""
+
     # -- what subclasses implement --------------------------------------------------------
     def _score(self, task: TaskSpec, frames: list[Frame]) -> list[Answer]:
         raise NotImplementedError

@@ -131,6 +131,9 @@ class ClipJudge(Judge):
         p = self.params
         return _load(p.model, p.pretrained, p.checkpoint, p.config_path, self.device)
 
+    def warm_up(self) -> None:
+        self.model  # noqa: B018 - loads the weights (or raises the offline error) before any training
+
     def clear_cache(self) -> None:
         self._images.clear()
 
