@@ -25,8 +25,16 @@ class RenderError(VlmbenchError):
     """Rendering is impossible on this machine, or the camera names something missing."""
 
 
+def _dominant(pixels: np.ndarray) -> np.ndarray:
+    """The most frequent colour among (n, 3) pixels."""
+    colours, counts = np.unique(pixels.reshape(-1, 3), axis=0, return_counts=True)
+    return colours[counts.argmax()]
+
+
 def fit(frame: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Scale to fit width x height keeping the aspect ratio, padding with the frame's corner colour."""
+    """Scale to fit width x height keeping the aspect ratio. Each margin takes the dominant colour
+    of the edge it continues (sky above, ground below), so no band appears that a judge could read
+    as part of the scene, and no object touching an edge is smeared into the margin."""
     h, w = frame.shape[:2]
     if (h, w) == (height, width):
         return frame
@@ -35,9 +43,10 @@ def fit(frame: np.ndarray, width: int, height: int) -> np.ndarray:
     scale = min(width / w, height / h)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
     scaled = np.asarray(Image.fromarray(frame).resize(size, Image.LANCZOS))
-    out = np.empty((height, width, 3), dtype=np.uint8)
-    out[:] = frame[0, 0]
     top, left = (height - size[1]) // 2, (width - size[0]) // 2
+    out = np.empty((height, width, 3), dtype=np.uint8)
+    out[:top], out[top + size[1]:] = _dominant(scaled[0]), _dominant(scaled[-1])
+    out[:, :left], out[:, left + size[0]:] = _dominant(scaled[:, 0]), _dominant(scaled[:, -1])
     out[top : top + size[1], left : left + size[0]] = scaled
     return out
 
@@ -67,6 +76,13 @@ class MujocoCamera:
         try:
             self.renderer = mujoco.Renderer(model, height=render.height, width=render.width)
         except Exception as exc:  # noqa: BLE001 - any GL failure gets the same advice
+            from vlmbench.envs import MUJOCO_IMPORTED_WITHOUT_BACKEND
+
+            if MUJOCO_IMPORTED_WITHOUT_BACKEND:
+                raise RenderError(
+                    "mujoco was imported before vlmbench, without MUJOCO_GL set, so it chose a windowed GL "
+                    "backend: set MUJOCO_GL=egl in the environment, or import vlmbench first"
+                ) from None
             raise RenderError(GL_HELP.format(backend=os.environ.get("MUJOCO_GL"), cause=exc)) from None
         self.camera = mujoco.MjvCamera()
         self.track_body = None
