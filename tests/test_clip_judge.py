@@ -131,11 +131,16 @@ def test_preprocessing_matches_open_clip(make_judge):
         np.testing.assert_allclose(ours, theirs, atol=0.03)  # PIL rounds to uint8 between passes
 
 
+def count_encodes(judge: ClipJudge, monkeypatch) -> list[int]:
+    """The batch sizes of every later encode_image call, appended as they happen."""
+    encoded, original = [], judge.model.encode_image
+    monkeypatch.setattr(judge.model, "encode_image", lambda x, **kw: encoded.append(len(x)) or original(x, **kw))
+    return encoded
+
+
 def test_cache_prevents_a_second_encode(make_judge, task, monkeypatch):
     judge = make_judge(batch_size=4)
-    encoded = []
-    original = judge.model.encode_image
-    monkeypatch.setattr(judge.model, "encode_image", lambda x, **kw: encoded.append(len(x)) or original(x, **kw))
+    encoded = count_encodes(judge, monkeypatch)
     batch = frames(6)
     first = judge.score(task, batch + batch[:2])
     assert sum(encoded) == 6 and encoded == [4, 2]
@@ -151,9 +156,7 @@ def test_embed_shares_the_cache_and_matches_encode_image(make_judge, task, monke
     judge = make_judge(batch_size=8)
     batch = frames(5)
     expected = reference_embeddings(judge, task, batch)[0]
-    encoded = []
-    original = judge.model.encode_image
-    monkeypatch.setattr(judge.model, "encode_image", lambda x, **kw: encoded.append(len(x)) or original(x, **kw))
+    encoded = count_encodes(judge, monkeypatch)
     embedded = judge.embed(batch)
     assert embedded.shape == (5, judge.embedding_dim)
     np.testing.assert_allclose(embedded, expected, atol=1e-5)
@@ -164,9 +167,7 @@ def test_embed_shares_the_cache_and_matches_encode_image(make_judge, task, monke
 
 def test_cache_is_bounded(make_judge, task, monkeypatch):
     judge = make_judge(cache_size=2)
-    encoded = []
-    original = judge.model.encode_image
-    monkeypatch.setattr(judge.model, "encode_image", lambda x, **kw: encoded.append(len(x)) or original(x, **kw))
+    encoded = count_encodes(judge, monkeypatch)
     batch = frames(3)
     judge.score(task, batch)
     assert [a.provenance.cached for a in judge.score(task, batch[1:])] == [True, True]

@@ -244,22 +244,14 @@ def test_score_path_relabels_every_dqn_transition(tmp_path):
 
 def test_score_path_resume_keeps_judge_rewards_in_the_replay_buffer(tmp_path, monkeypatch):
     config = dqn_score_config()
-    interrupt_on_call(monkeypatch, ScoreRelabelCallback, "_on_rollout_end", 5)  # after the checkpoint at 200
-    with pytest.raises(KeyboardInterrupt):
-        train(config, results_dir=tmp_path, name="resume")
-    monkeypatch.undo()
-    result = train(config, results_dir=tmp_path, name="resume", resume=True)
+    result = interrupted_then_resumed(config, tmp_path, monkeypatch, ScoreRelabelCallback, "_on_rollout_end", 5)  # after the checkpoint at 200
     assert_complete(result, config)
     assert_replay_rewards_are_scores(result.folder)
 
 
 def test_score_path_resume_keeps_counting_judge_queries(tmp_path, monkeypatch):
     config = toy_config(reward="score", timesteps=1024, checkpoint_every=512)
-    interrupt_on_call(monkeypatch, ScoreRelabelCallback, "_on_rollout_end", 3)  # after the checkpoint at 512
-    with pytest.raises(KeyboardInterrupt):
-        train(config, results_dir=tmp_path, name="resume")
-    monkeypatch.undo()
-    result = train(config, results_dir=tmp_path, name="resume", resume=True)
+    result = interrupted_then_resumed(config, tmp_path, monkeypatch, ScoreRelabelCallback, "_on_rollout_end", 3)  # after the checkpoint at 512
     assert_complete(result, config)
     scored = sum(b["frames"] for b in queries(result.folder))
     assert scored == config.timesteps  # rollouts 1-2 before the interruption, 3-4 after it
@@ -338,6 +330,15 @@ def interrupt_on_call(monkeypatch, cls, method: str, call: int) -> None:
     monkeypatch.setattr(cls, method, interrupted)
 
 
+def interrupted_then_resumed(config: RunConfig, tmp_path: Path, monkeypatch, cls, method: str, call: int) -> RunResult:
+    """Run until ``cls.method``'s ``call``-th call interrupts it, then resume the same run to the end."""
+    interrupt_on_call(monkeypatch, cls, method, call)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, results_dir=tmp_path, name="resume")
+    monkeypatch.undo()
+    return train(config, results_dir=tmp_path, name="resume", resume=True)
+
+
 def assert_resumed_without_rebuying(result: RunResult, config: RunConfig) -> None:
     assert_complete(result, config)
     assert json.loads((result.folder / "timing.json").read_text())["resumed"] is True
@@ -373,11 +374,8 @@ def test_resume_after_an_interruption_between_feedback_rounds(tmp_path, monkeypa
 
 def test_resume_after_an_interruption_during_the_reward_model_fit(tmp_path, monkeypatch):
     config = toy_config()
-    interrupt_on_call(monkeypatch, FeedbackLoop, "_train", 3)  # round three's labels are bought and recorded
-    with pytest.raises(KeyboardInterrupt):
-        train(config, results_dir=tmp_path, name="resume")
-    monkeypatch.undo()
-    result = train(config, results_dir=tmp_path, name="resume", resume=True)
+    # round three's labels are bought and recorded, then the refit is interrupted
+    result = interrupted_then_resumed(config, tmp_path, monkeypatch, FeedbackLoop, "_train", 3)
     assert_resumed_without_rebuying(result, config)
 
 
