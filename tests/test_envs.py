@@ -228,3 +228,20 @@ def test_loading_clip_after_rendering_does_not_crash():
     """)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "survived" in done.stdout, done.stderr[-2000:]
+
+
+def test_shadow_size_sets_the_shadow_map_and_zero_turns_shadows_off():
+    import mujoco
+
+    spec = resolve_task("humanoid-kneel")
+    frames = {}
+    for size in (1024, 0):
+        task = spec.model_copy(update={"render": spec.render.model_copy(update={"shadow_size": size})})
+        env = make_env(task, render=True)
+        env.reset(seed=0)
+        assert bool(env.camera.renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW]) == (size > 0)
+        if size:
+            assert env.unwrapped.model.vis.quality.shadowsize == size
+        frames[size] = env.render()
+        env.close()
+    assert not np.array_equal(frames[1024], frames[0])

@@ -71,6 +71,8 @@ class MujocoCamera:
         import mujoco
 
         load_llvm_users_before_gl()
+        if render.shadow_size:
+            model.vis.quality.shadowsize = render.shadow_size
         model.vis.global_.offwidth = max(model.vis.global_.offwidth, render.width)
         model.vis.global_.offheight = max(model.vis.global_.offheight, render.height)
         try:
@@ -84,6 +86,7 @@ class MujocoCamera:
                     "backend: set MUJOCO_GL=egl in the environment, or import vlmbench first"
                 ) from None
             raise RenderError(GL_HELP.format(backend=os.environ.get("MUJOCO_GL"), cause=exc)) from None
+        self.renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = render.shadow_size > 0
         self.camera = mujoco.MjvCamera()
         self.track_body = None
         cam = render.camera

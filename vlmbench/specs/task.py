@@ -93,6 +93,14 @@ class RenderSpec(Strict):
     width: int = Field(default=224, ge=16, le=4096)
     height: int = Field(default=224, ge=16, le=4096)
     camera: CameraSpec | None = Field(default=None, description="MuJoCo scenes only")
+    shadow_size: int = Field(
+        default=1024,
+        ge=0,
+        le=16384,
+        description="MuJoCo shadow-map resolution; 0 turns shadows off. At 224x224, 1024 looks the same as "
+        "MuJoCo's usual 4096 and renders ~1.5x faster in software GL; no shadows is ~2.8x faster, but "
+        "whether a body touches the floor is then hard to see",
+    )
     theme: Annotated[
         Union[Annotated[str, Tag("name")], Annotated[ThemeSpec, Tag("inline")]],
         Discriminator(lambda v: "name" if isinstance(v, str) else "inline"),
