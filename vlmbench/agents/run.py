@@ -62,13 +62,6 @@ def reward_mode(requested: str, judge: Judge, default: str | None = None) -> str
     return requested
 
 
-def default_name(config: RunConfig) -> str:
-    """'<task id>--<judge name>--<algorithm>--seed<N>', from the resolved specs (never a path)."""
-    task = resolve_task(config.task)
-    algorithm = resolve_algorithm(config.algorithm, task_spaces(task)[1])
-    return f"{task.id}--{resolve_judge(config.judge).name}--{algorithm}--seed{config.seed}"
-
-
 def task_spaces(task: TaskSpec) -> tuple[gym.spaces.Space, gym.spaces.Space]:
     """The task env's (observation, action) spaces, from an env built without rendering."""
     probe = gym.make(task.env.id, **task.env.kwargs)
@@ -88,7 +81,7 @@ class RunResult:
 class Run:
     """One run: builds its parts from the config and the record folder, then executes the stages."""
 
-    def __init__(self, config: RunConfig, folder: Path, *, resume: bool):
+    def __init__(self, config: RunConfig, results_dir: Path, *, name: str | None, resume: bool, overwrite: bool):
         self.config = config
         self.task: TaskSpec = resolve_task(config.task)
         judge_config = resolve_judge(config.judge)
@@ -105,6 +98,10 @@ class Run:
             "config": config.model_dump(mode="json"), "algorithm": self.algorithm, "task": self.task.model_dump(mode="json"),
             "judge": judge_config.model_dump(mode="json"), "reward_mode": self.mode, "versions": library_versions(),
         }
+        # default name: '<task id>--<judge name>--<algorithm>--seed<N>', from the resolved specs (never a path)
+        folder = results_dir / (name or f"{self.task.id}--{judge_config.name}--{self.algorithm}--seed{config.seed}")
+        if overwrite and folder.exists():
+            shutil.rmtree(folder)
         self.record, self.resumed = RunRecord.open(folder, header, resume=resume)
         self.eval_episodes = config.eval_episodes or self.task.evaluation.episodes
         self.loop: FeedbackLoop | None = None
@@ -311,8 +308,5 @@ def save_episode_media(task: TaskSpec, episode, summary: EvalResult, folder: Pat
 
 def train(config: RunConfig, *, results_dir: Path, name: str | None = None, resume: bool = False,
           overwrite: bool = False, progress=None) -> RunResult:
-    folder = results_dir / (name or default_name(config))
-    if overwrite and folder.exists():
-        shutil.rmtree(folder)
     torch.set_num_threads(config.torch_threads)
-    return Run(config, folder, resume=resume).execute(progress)
+    return Run(config, results_dir, name=name, resume=resume, overwrite=overwrite).execute(progress)
