@@ -34,3 +34,9 @@ class UnknownNameError(VlmbenchError):
 
 class CapabilityError(VlmbenchError):
     """A judge was asked a kind of question it does not answer."""
+
+
+class Interrupted(VlmbenchError):
+    """Ctrl-C: the work stopped cleanly (exit 130)."""
+
+    exit_code = 130

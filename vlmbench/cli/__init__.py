@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import sys
 
-import click
 import typer
 from rich.console import Console
 from rich.markup import escape
 
 from vlmbench.cli import judges_cmd, render_cmd, run_cmd, tasks_cmd
-from vlmbench.errors import VlmbenchError
+from vlmbench.errors import Interrupted, VlmbenchError
 
 app = typer.Typer(
     name="vlmbench",
@@ -28,23 +27,63 @@ app.command("run")(run_cmd.run)
 err = Console(stderr=True, highlight=False)
 
 
+def _exception_classes(name: str) -> tuple[type[BaseException], ...]:
+    """``name`` from click and from the click that typer vendors (typer >= 0.26), whichever exist."""
+    import importlib
+
+    found = []
+    for module in ("click.exceptions", "typer._click.exceptions", "typer.exceptions"):
+        try:
+            cls = getattr(importlib.import_module(module), name, None)
+        except ImportError:
+            continue
+        if isinstance(cls, type) and cls not in found:
+            found.append(cls)
+    return tuple(found)
+
+
+USAGE_ERRORS = _exception_classes("UsageError")
+CLICK_ERRORS = _exception_classes("ClickException")
+EXITS = _exception_classes("Exit")
+ABORTS = _exception_classes("Abort")
+
+
+def _usage_line(exc: Exception) -> str:
+    """A usage error on one line, pointing at the command's --help."""
+    ctx = getattr(exc, "ctx", None)
+    where = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+    return f"{exc.format_message()}{where}"
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: runs the app, turning vlmbench errors into one-line messages and exit 2."""
+    """Entry point: user mistakes become one line on stderr and exit 2; Ctrl-C exits 130."""
+    args = sys.argv[1:] if argv is None else argv
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=args, standalone_mode=False)
+    except Interrupted as exc:
+        err.print(str(exc))
+        return exc.exit_code
     except VlmbenchError as exc:
         for line in exc.lines():
             err.print(f"[red]error:[/red] {escape(line)}", soft_wrap=True)
         return exc.exit_code
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
-    except click.exceptions.Abort:
-        err.print("aborted")
+    except (KeyboardInterrupt, *ABORTS):
+        err.print("interrupted")
         return 130
-    return 0
+    except EXITS as exc:
+        return exc.exit_code
+    except USAGE_ERRORS as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # bare `vlmbench` or a bare group: its help
+            exc.show()
+        else:
+            err.print(f"[red]error:[/red] {escape(_usage_line(exc))}", soft_wrap=True)
+        return 2
+    except CLICK_ERRORS as exc:
+        err.print(f"[red]error:[/red] {escape(exc.format_message())}", soft_wrap=True)
+        return 2
+    if code == 130:  # typer >= 0.26 turns Ctrl-C into a returned exit code
+        err.print("interrupted")
+    return code if isinstance(code, int) else 0
 
 
 def entry() -> None:
