@@ -14,10 +14,10 @@ import json
 import pickle
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
-import torch
 
 from vlmbench.agents.config import FeedbackConfig, RunConfig
 from vlmbench.agents.feedback import FeedbackLoop
@@ -67,15 +67,27 @@ def assert_complete(result: RunResult, config: RunConfig) -> None:
     assert final["stage"] == "final" and int(final["timesteps"]) >= config.timesteps
     evaluation = json.loads((folder / "eval.json").read_text())
     assert len(evaluation["episodes"]) == config.eval_episodes
-    assert 0.0 <= result.evaluation.success_rate <= 1.0
-    assert json.loads((folder / "checkpoints" / "stages.json").read_text())["done"] == ["agent"]
+    assert result.evaluation.success_rate == np.mean([e["success"] for e in evaluation["episodes"]])
+    assert json.loads((folder / "checkpoints" / "stages.json").read_text())["done"] == {"agent": config.timesteps}
+
+
+def saved_reward_model(folder: Path) -> dict:
+    """The reward model's state dict in the feedback loop's checkpoint."""
+    with open(folder / "checkpoints" / "feedback" / "state.pkl", "rb") as fh:
+        return pickle.load(fh)["reward_model"]
 
 
 def load_reward_model(folder: Path, config: RunConfig) -> RewardEnsemble:
     f = config.feedback
     ensemble = RewardEnsemble(4, members=f.members, hidden=f.hidden)  # CartPole: 4 observation numbers
-    ensemble.load_state_dict(torch.load(folder / "checkpoints" / "feedback" / "reward_model.pt", weights_only=True))
+    ensemble.load_state_dict(saved_reward_model(folder))
     return ensemble
+
+
+def saved_replay(folder: Path) -> SimpleNamespace:
+    """The agent's checkpointed replay buffer: its filled rows, position and fullness."""
+    with np.load(folder / "checkpoints" / "agent_replay.npz") as saved:
+        return SimpleNamespace(**{k: saved[k] for k in saved.files})
 
 
 def auc(positive: np.ndarray, negative: np.ndarray) -> float:
@@ -200,8 +212,7 @@ def test_clip_score_path_renders_frames_and_relabels_dqn_replay_buffer(tmp_path)
     batches = queries(result.folder)
     assert [b["frames"] for b in batches] == [n_envs * train_freq] * len(batches)
     assert sum(b["frames"] for b in batches) == result.labels >= config.timesteps
-    with open(result.folder / "checkpoints" / "agent_replay.pkl", "rb") as fh:
-        replay = pickle.load(fh)
+    replay = saved_replay(result.folder)
     assert replay.pos == len(batches) * train_freq and not replay.full
     rewards = replay.rewards[: replay.pos].reshape(len(batches), train_freq * n_envs)
     # each rollout's rows of the replay buffer hold exactly the scores of its batch
@@ -226,9 +237,8 @@ def dqn_score_config(**overrides) -> RunConfig:
 
 def assert_replay_rewards_are_scores(folder: Path) -> None:
     """Every stored transition's reward is the oracle's score of the state it reached."""
-    with open(folder / "checkpoints" / "agent_replay.pkl", "rb") as fh:
-        replay = pickle.load(fh)
-    stored = slice(0, replay.buffer_size if replay.full else replay.pos)
+    replay = saved_replay(folder)
+    stored = slice(0, len(replay.rewards))
     expected = cartpole_progress(replay.next_observations[stored])
     wrong = np.flatnonzero(np.abs(replay.rewards[stored] - expected).max(axis=1) > 1e-5)
     assert wrong.size == 0, f"replay rows {wrong.tolist()} hold {replay.rewards[wrong].tolist()}, not their scores"
@@ -262,8 +272,12 @@ def test_score_path_resume_keeps_counting_judge_queries(tmp_path, monkeypatch):
 def test_seeded_runs_write_identical_records(preference_run, tmp_path):
     first, config = preference_run
     second = train(config, results_dir=tmp_path, name="again")
-    for name in RECORD_FILES:
+    for name in RECORD_FILES[1:]:
         assert (first.folder / name).read_bytes() == (second.folder / name).read_bytes(), name
+    headers = [json.loads((run.folder / "header.json").read_text()) for run in (first, second)]
+    sessions = [header.pop("session") for header in headers]  # when and how each was started
+    assert all(set(session) == {"command", "started", "vlmbench", "git_commit"} for session in sessions)
+    assert headers[0] == headers[1]
 
 
 def test_small_budget_buys_exactly_the_budget_and_training_completes(tmp_path):
@@ -390,12 +404,15 @@ def test_resuming_a_finished_run_leaves_its_record_as_it_was(tmp_path):
     assert {name: (first.folder / name).read_bytes() for name in files} == before
 
 
+SMALLER_BUDGET = TOY_FEEDBACK.model_copy(update={"label_budget": 40})
+
+
 def test_existing_runs_are_never_silently_overwritten(preference_run):
     result, config = preference_run
     before = {name: (result.folder / name).read_bytes() for name in RECORD_FILES}
     with pytest.raises(VlmbenchError, match="already holds this run.*--resume"):
         train(config, results_dir=result.folder.parent, name=result.folder.name)
-    for other in (config.model_copy(update={"seed": 1}), config.model_copy(update={"timesteps": 4000})):
+    for other in (config.model_copy(update={"seed": 1}), config.model_copy(update={"feedback": SMALLER_BUDGET})):
         for resume in (False, True):
             with pytest.raises(VlmbenchError, match="different config"):
                 train(other, results_dir=result.folder.parent, name=result.folder.name, resume=resume)
@@ -457,7 +474,7 @@ def test_disagreement_sampling_longer_segments_with_actions_then_a_final_ppo_sta
     config = toy_config(timesteps=2048, final_ppo_timesteps=1024, feedback=feedback)
     result = train(config, results_dir=tmp_path)
     folder = result.folder
-    assert json.loads((folder / "checkpoints" / "stages.json").read_text())["done"] == ["agent", "final_ppo"]
+    assert json.loads((folder / "checkpoints" / "stages.json").read_text())["done"] == {"agent": 2048, "final_ppo": 1024}
     assert {row["stage"] for row in curves(folder)} >= {"agent", "final"}
     asked = queries(folder)
     assert len(asked) == 30 and all(len(q["segments"]) == 2 for q in asked)
@@ -466,7 +483,7 @@ def test_disagreement_sampling_longer_segments_with_actions_then_a_final_ppo_sta
     inputs, lengths = labels.table.padded()
     assert inputs.shape[-1] == 4 + 1 and set(lengths[first].tolist()) == {3}  # observation + action, 3 steps
     ensemble = RewardEnsemble(5, members=feedback.members, hidden=feedback.hidden)
-    ensemble.load_state_dict(torch.load(folder / "checkpoints" / "feedback" / "reward_model.pt", weights_only=True))
+    ensemble.load_state_dict(saved_reward_model(folder))
     assert ensemble.predict(inputs[:, 0]).shape == (len(inputs),)
 
 
@@ -477,7 +494,7 @@ def test_rating_path_with_the_noise_robust_mae_loss(tmp_path):
     labels = RatingDataset.load(result.folder / "checkpoints" / "feedback" / "labels.npz")
     assert len(labels) == 40 and result.labels == 40
     final = curves(result.folder)[-1]
-    assert final["reward_model_loss"] != "" and 0.0 <= float(final["reward_model_accuracy"]) <= 1.0
+    assert final["reward_model_loss"] != "" and final["reward_model_accuracy"] != ""
 
 
 def test_a_judge_that_cannot_load_fails_before_a_record_exists(tmp_path, monkeypatch):

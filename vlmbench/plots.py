@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from vlmbench.files import atomic_write
+
 
 def _font(size: int):
     try:
@@ -46,9 +48,8 @@ def contact_sheet(tiles: Sequence[Image.Image], columns: int, title: str | None 
 
 
 def save(image: Image.Image, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path)
-    return path
+    """Write ``image`` atomically (a reader never sees half a PNG)."""
+    return atomic_write(path, image.save)
 
 
 def learning_curves(curves_csv: Path, out: Path, title: str) -> Path:
@@ -75,7 +76,6 @@ def learning_curves(curves_csv: Path, out: Path, title: str) -> Path:
     right.set(xlabel="timesteps", ylim=(-0.05, 1.05), title="agent (task's success detector)")
     right.legend(loc="lower right")
     fig.suptitle(title)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
+    atomic_write(out, lambda tmp: fig.savefig(tmp, dpi=100))
     plt.close(fig)
     return out

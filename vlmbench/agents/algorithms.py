@@ -43,7 +43,10 @@ def make_algorithm(
     settings = {**DEFAULTS[name], **kwargs}
     if name == "ppo":  # one rollout must fill at least one minibatch
         settings["batch_size"] = min(int(settings["batch_size"]), int(settings["n_steps"]) * env.num_envs)
-    return cls("MlpPolicy", env, seed=seed, verbose=0, tensorboard_log=tensorboard_log, device=device, **settings)
+    try:
+        return cls("MlpPolicy", env, seed=seed, verbose=0, tensorboard_log=tensorboard_log, device=device, **settings)
+    except (TypeError, ValueError, AssertionError) as exc:  # SB3 checks its settings with asserts too
+        raise VlmbenchError(f"algo_kwargs: {name} rejects these settings: {exc}") from None
 
 
 def load_algorithm(name: str, path: str, env: VecEnv, device: str) -> BaseAlgorithm:

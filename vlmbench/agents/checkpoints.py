@@ -2,24 +2,64 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 from rich.progress import Progress
 from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+from stable_baselines3.common.vec_env import VecEnv
+
+from vlmbench.agents.algorithms import load_algorithm
+from vlmbench.files import atomic_write
+
+REPLAY_ARRAYS = ("observations", "next_observations", "actions", "rewards", "dones", "timeouts")
 
 
-def save_agent(model: BaseAlgorithm, folder: Path, stage: str) -> None:
-    """Write the agent (and an off-policy replay buffer) atomically: a crash never leaves half a file."""
-    folder.mkdir(parents=True, exist_ok=True)
-    model.save(folder / f"{stage}.tmp.zip")
-    os.replace(folder / f"{stage}.tmp.zip", folder / f"{stage}.zip")
+def _replay_path(folder: Path, stage: str) -> Path:
+    return folder / f"{stage}_replay.npz"
+
+
+def save_replay_buffer(buffer: ReplayBuffer, path: Path) -> None:
+    """The filled part of an off-policy replay buffer (its size grows with steps taken, not capacity)."""
+    filled = buffer.buffer_size if buffer.full else buffer.pos
+    arrays = {name: getattr(buffer, name)[:filled] for name in REPLAY_ARRAYS
+              if isinstance(getattr(buffer, name, None), np.ndarray)}
+    atomic_write(path, lambda tmp: np.savez(tmp, pos=buffer.pos, full=buffer.full, **arrays))
+
+
+def load_replay_buffer(buffer: ReplayBuffer, path: Path) -> None:
+    with np.load(path) as saved:
+        for name in REPLAY_ARRAYS:
+            if name in saved:
+                part = saved[name]
+                getattr(buffer, name)[: len(part)] = part
+        buffer.pos, buffer.full = int(saved["pos"]), bool(saved["full"])
+
+
+def save_agent(model: BaseAlgorithm, folder: Path, stage: str) -> int:
+    """Write the agent (and an off-policy replay buffer) atomically; returns the bytes written."""
+    path = folder / f"{stage}.zip"
+    atomic_write(path, model.save)
+    written = path.stat().st_size
     if isinstance(model, OffPolicyAlgorithm):
-        model.save_replay_buffer(folder / f"{stage}_replay.tmp.pkl")
-        os.replace(folder / f"{stage}_replay.tmp.pkl", folder / f"{stage}_replay.pkl")
+        save_replay_buffer(model.replay_buffer, _replay_path(folder, stage))
+        written += _replay_path(folder, stage).stat().st_size
+    return written
+
+
+def load_agent(algorithm: str, folder: Path, stage: str, env: VecEnv, device: str) -> BaseAlgorithm | None:
+    """The agent saved by ``save_agent`` (with its replay buffer), or None if there is none."""
+    path = folder / f"{stage}.zip"
+    if not path.exists():
+        return None
+    model = load_algorithm(algorithm, str(path), env, device)
+    if isinstance(model, OffPolicyAlgorithm) and _replay_path(folder, stage).exists():
+        load_replay_buffer(model.replay_buffer, _replay_path(folder, stage))
+    return model
 
 
 class CheckpointCallback(BaseCallback):
@@ -29,7 +69,7 @@ class CheckpointCallback(BaseCallback):
     holds transitions whose judge rewards are still to be filled in.
     """
 
-    def __init__(self, folder: Path, stage: str, every: int, on_checkpoint: Callable[[BaseAlgorithm], None]):
+    def __init__(self, folder: Path, stage: str, every: int, on_checkpoint: Callable[[BaseAlgorithm, int], None]):
         super().__init__()
         self.folder, self.stage, self.every, self.on_checkpoint = folder, stage, every, on_checkpoint
         self._last = 0
@@ -43,8 +83,7 @@ class CheckpointCallback(BaseCallback):
     def _on_rollout_end(self) -> None:
         if self.num_timesteps - self._last >= self.every:
             self._last = self.num_timesteps
-            save_agent(self.model, self.folder, self.stage)
-            self.on_checkpoint(self.model)
+            self.on_checkpoint(self.model, save_agent(self.model, self.folder, self.stage))
 
 
 class ProgressCallback(BaseCallback):

@@ -6,6 +6,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+# Seeds of runs, envs and evaluation episodes (seed + 1,000,000 + i) must stay below numpy's 2**32.
+MAX_SEED = 2**31 - 1
+
 
 class FeedbackConfig(BaseModel):
     """Reward learning from compare or rate judges (ignored for score judges)."""
@@ -59,7 +62,7 @@ class RunConfig(BaseModel):
     final_ppo_timesteps: int = Field(default=0, ge=0, description="extra PPO stage on the frozen reward model")
     n_envs: int = Field(default=8, ge=1)
     subprocess_envs: bool = Field(default=False, description="step (and render) envs in worker processes")
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, le=MAX_SEED, description="seeds the agent, the envs and the reward model")
     algo_kwargs: dict[str, object] = Field(default_factory=dict, description="passed to the SB3 constructor")
     feedback: FeedbackConfig = FeedbackConfig()
     eval_episodes: int | None = Field(default=None, ge=1, description="default: the task's evaluation.episodes")

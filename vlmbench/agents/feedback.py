@@ -4,21 +4,29 @@ Segments of recent experience go into a bounded buffer; at scheduled rounds the 
 from the judge (pairs for compare judges, single segments for rate judges), stores them at once,
 retrains the reward-model ensemble on everything bought so far and re-standardises its output.
 The agent is trained on the ensemble mean throughout.
+
+Nothing bought is lost or bought twice. A round first writes the items it will ask about
+(``rounds/round-NNNN.pending.pkl``); every answer is appended to the run's query log as it
+arrives, under a query id; the finished round is written once (``rounds/round-NNNN.pkl``). A
+resumed round asks only what the log does not already answer. The rest of the loop's state
+(counters, buffer, generator, reward model) is one file replaced atomically, with its previous
+version kept as a fallback.
 """
 
 from __future__ import annotations
 
 import pickle
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import torch
 from stable_baselines3.common.callbacks import BaseCallback
 
 from vlmbench.agents.config import FeedbackConfig
-from vlmbench.judges.base import Frame, Judge
+from vlmbench.errors import VlmbenchError
+from vlmbench.files import atomic_write, previous_of
+from vlmbench.judges.base import Answer, Frame, Judge
 from vlmbench.learning.preferences import PreferenceDataset, train_on_preferences
 from vlmbench.learning.ratings import RatingDataset, train_on_ratings
 from vlmbench.learning.reward_nets import RewardEnsemble
@@ -27,6 +35,8 @@ from vlmbench.results.record import RunRecord
 from vlmbench.specs.task import TaskSpec
 
 Mode = Literal["preference", "rating"]
+STATE_FILE = "state.pkl"
+ASK_CHUNK = 16  # answers are logged after every chunk of this many queries
 
 
 def labels_per_round(config: FeedbackConfig) -> list[int]:
@@ -45,15 +55,26 @@ def round_timesteps(config: FeedbackConfig, total: int) -> list[int]:
 
 @dataclass
 class FeedbackState:
-    """What the loop must keep across a restart: counts, the buffer and every label bought."""
+    """The loop's counters; the label counts are recomputed from the round files on resume."""
 
-    rounds_done: int = 0
+    rounds_done: int = 0  # rounds whose labels are bought and whose reward-model fit is done
     labels_bought: int = 0
     abstained: int = 0
     cost_usd: float = 0.0
     segments_seen: int = 0
-    round_bought: bool = False  # this round's labels are bought (and saved); the fit may not be done
     last_metrics: dict = field(default_factory=dict)
+
+
+def _load_pickle(path: Path) -> dict:
+    with open(path, "rb") as fh:
+        return pickle.load(fh)  # noqa: S301 - the run's own checkpoint file
+
+
+def _strip_frames(item):
+    """Items as a round file keeps them: segments with their inputs, without pixels."""
+    if isinstance(item, tuple):
+        return tuple(replace(s, frames=()) for s in item)
+    return replace(item, frames=())
 
 
 class FeedbackLoop(BaseCallback):
@@ -82,6 +103,7 @@ class FeedbackLoop(BaseCallback):
             DisagreementPairSampler(ensemble) if config.sampler == "disagreement" else UniformPairSampler()
         )
         self.n_classes = len(task.prompts.rating.classes) if mode == "rating" else 0
+        self.reused = 0  # answers taken from the query log instead of bought again
 
     # -- fed by JudgeRewardVecEnv ------------------------------------------------------------
     def add_segment(self, inputs: np.ndarray, frames: tuple[Frame, ...]) -> None:
@@ -93,7 +115,8 @@ class FeedbackLoop(BaseCallback):
         return True
 
     def _on_rollout_end(self) -> None:
-        while (
+        """At most one round per rollout, so a run shorter than the schedule buys only its share."""
+        if (
             self.state.rounds_done < len(self.schedule)
             and self.num_timesteps >= self.schedule[self.state.rounds_done][0]
             and len(self.buffer) >= 2
@@ -104,33 +127,70 @@ class FeedbackLoop(BaseCallback):
     def budget_left(self) -> int:
         return self.config.label_budget - self.state.labels_bought
 
+    @property
+    def rounds_dir(self) -> Path:
+        return self.save_to / "rounds"
+
+    def _round_file(self, index: int, pending: bool = False) -> Path:
+        return self.rounds_dir / f"round-{index:04d}{'.pending' if pending else ''}.pkl"
+
     def run_round(self) -> None:
-        """Buy the round's labels and save them, then refit: an interruption never re-buys labels."""
-        if not self.state.round_bought:
-            wanted = min(self.schedule[self.state.rounds_done][1], self.budget_left)
-            if wanted > 0:
-                self._buy_labels(wanted)
-            self.state.round_bought = True
-            self.save(self.save_to)
+        """Buy the round's labels (unless a finished round file has them), then refit and save."""
+        index = self.state.rounds_done
+        if not self._round_file(index).exists():
+            self._buy_round(index)
         self._train()
         self.state.rounds_done += 1
-        self.state.round_bought = False
-        self.save(self.save_to)
+        self.save()
 
-    def _buy_labels(self, n: int) -> None:
+    def _sample(self, n: int) -> list:
         if self.mode == "preference":
-            items = self.sampler.sample(self.buffer, n, self.rng)
-            answers = self.judge.compare(self.task, [(a.frames, b.frames) for a, b in items])
+            return self.sampler.sample(self.buffer, n, self.rng)
+        segments = self.buffer.segments
+        picks = self.rng.choice(len(segments), size=min(n, len(segments)), replace=False)
+        return [segments[i] for i in sorted(picks)]
+
+    def _ask(self, items: list) -> list[Answer]:
+        if self.mode == "preference":
+            return self.judge.compare(self.task, [(a.frames, b.frames) for a, b in items])
+        return self.judge.rate(self.task, [s.frames for s in items])
+
+    def _buy_round(self, index: int) -> None:
+        """Choose the round's items (or take those an interrupted attempt chose), ask the judge what
+        the query log does not already answer, logging each chunk of answers as it arrives."""
+        pending = self._round_file(index, pending=True)
+        if pending.exists():
+            saved = _load_pickle(pending)
+            items, timesteps = saved["items"], saved["timesteps"]
+            self.rng.bit_generator.state = saved["rng"]
         else:
-            segments = self.buffer.segments
-            picks = self.rng.choice(len(segments), size=min(n, len(segments)), replace=False)
-            items = [segments[i] for i in sorted(picks)]
-            answers = self.judge.rate(self.task, [s.frames for s in items])
-        for item, answer in zip(items, answers):
+            wanted = min(self.schedule[index][1], self.budget_left)
+            items, timesteps = (self._sample(wanted) if wanted > 0 else []), self.num_timesteps
+            atomic_write(pending, lambda tmp: tmp.write_bytes(pickle.dumps(
+                {"items": items, "timesteps": timesteps, "rng": self.rng.bit_generator.state})))
+        ids = [f"r{index}-q{i}" for i in range(len(items))]
+        logged = {line["query_id"]: line for line in self.record.queries() if line.get("query_id") in set(ids)}
+        answers: dict[str, Answer] = {q: Answer.from_dict(logged[q]) for q in ids if q in logged}
+        self.reused += len(answers)
+        missing = [i for i, q in enumerate(ids) if q not in answers]
+        for start in range(0, len(missing), ASK_CHUNK):
+            chunk = missing[start : start + ASK_CHUNK]
+            got = self._ask([items[i] for i in chunk])
+            lines = []
+            for i, answer in zip(chunk, got, strict=True):
+                answers[ids[i]] = answer
+                keys = [s.key for s in items[i]] if isinstance(items[i], tuple) else [items[i].key]
+                lines.append(RunRecord.query_line(ids[i], index, timesteps, keys, answer))
+            self.record.log_queries(lines)
+        kept = {"items": [_strip_frames(item) for item in items], "answers": [answers[q].to_dict() for q in ids]}
+        atomic_write(self._round_file(index), lambda tmp: tmp.write_bytes(pickle.dumps(kept)))
+        pending.unlink(missing_ok=True)
+        self._add_labels(kept["items"], [answers[q] for q in ids])
+
+    def _add_labels(self, items: list, answers: list[Answer]) -> None:
+        for item, answer in zip(items, answers, strict=True):
             self.state.labels_bought += 1
             self.state.cost_usd += answer.provenance.cost_usd
-            keys = [s.key for s in item] if isinstance(item, tuple) else [item.key]
-            self.record.log_query(self.state.rounds_done, self.num_timesteps, keys, answer)
             if answer.abstained:
                 self.state.abstained += 1
             elif self.mode == "preference":
@@ -157,17 +217,40 @@ class FeedbackLoop(BaseCallback):
         self.logger.record("judge/abstained", self.state.abstained)
 
     # -- checkpoints -------------------------------------------------------------------------
-    def save(self, folder: Path) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
-        torch.save(self.ensemble.state_dict(), folder / "reward_model.pt")
-        self.dataset.save(folder / "labels.npz")
-        with open(folder / "feedback.pkl", "wb") as fh:
-            pickle.dump({"state": self.state, "buffer": self.buffer, "rng": self.rng.bit_generator.state}, fh)
+    def save(self) -> None:
+        """The loop's state in one atomic file (the previous one kept), and labels.npz for reading."""
+        state = {"state": self.state, "buffer": self.buffer, "rng": self.rng.bit_generator.state,
+                 "reward_model": self.ensemble.state_dict()}
+        atomic_write(self.save_to / STATE_FILE, lambda tmp: tmp.write_bytes(pickle.dumps(state)), keep_previous=True)
+        atomic_write(self.save_to / "labels.npz", self.dataset.save)
 
-    def load(self, folder: Path) -> None:
-        self.ensemble.load_state_dict(torch.load(folder / "reward_model.pt", weights_only=True))
-        self.dataset = type(self.dataset).load(folder / "labels.npz")
-        with open(folder / "feedback.pkl", "rb") as fh:
-            saved = pickle.load(fh)  # noqa: S301 - our own checkpoint file
-        self.state, self.buffer = saved["state"], saved["buffer"]
-        self.rng.bit_generator.state = saved["rng"]
+    def load(self) -> list[str]:
+        """Restore the saved state (falling back to the previous one if it is damaged) and every label
+        of the finished rounds; returns notes on what was repaired."""
+        notes = []
+        path, fallback = self.save_to / STATE_FILE, previous_of(self.save_to / STATE_FILE)
+        saved = None
+        if path.exists() or fallback.exists():
+            try:
+                saved = _load_pickle(path)
+            except Exception as exc:  # noqa: BLE001 - any damage: fall back to the previous state
+                try:
+                    saved = _load_pickle(fallback)
+                except Exception:  # noqa: BLE001
+                    raise VlmbenchError(f"{path} is damaged ({type(exc).__name__}) and {fallback.name} cannot be "
+                                        "read; the bought labels are in rounds/ and queries.jsonl") from None
+                notes.append(f"{path} is damaged ({type(exc).__name__}); resumed from the previous state "
+                             f"{fallback.name}, keeping every bought label")
+        if saved is not None:  # else: killed before the first save; the round files still hold every label
+            self.state, self.buffer = saved["state"], saved["buffer"]
+            self.rng.bit_generator.state = saved["rng"]
+            self.ensemble.load_state_dict(saved["reward_model"])
+        self.dataset = type(self.dataset)()
+        self.state.labels_bought, self.state.abstained, self.state.cost_usd = 0, 0, 0.0
+        finished = sorted(self.rounds_dir.glob("round-[0-9][0-9][0-9][0-9].pkl"))
+        for round_file in finished:
+            kept = _load_pickle(round_file)
+            self._add_labels(kept["items"], [Answer.from_dict(a) for a in kept["answers"]])
+        # Rounds bought after the state was saved (a fallback, or a kill before the save) still need their fit.
+        self.state.rounds_done = min(self.state.rounds_done, len(finished))
+        return notes

@@ -8,9 +8,9 @@ checkpoints, and a restarted run resumes from its latest checkpoint without re-b
 
 from __future__ import annotations
 
+import errno
 import json
-import shutil
-import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -20,13 +20,12 @@ import numpy as np
 import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import CallbackList
-from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.utils import set_random_seed
 
-from vlmbench.agents.algorithms import load_algorithm, make_algorithm, resolve_algorithm
-from vlmbench.agents.checkpoints import CheckpointCallback, ProgressCallback, save_agent
+from vlmbench.agents.algorithms import make_algorithm, resolve_algorithm
+from vlmbench.agents.checkpoints import CheckpointCallback, ProgressCallback, load_agent, save_agent
 from vlmbench.agents.config import RunConfig
-from vlmbench.agents.feedback import FeedbackLoop
+from vlmbench.agents.feedback import STATE_FILE, FeedbackLoop
 from vlmbench.agents.score_relabel import ScoreRelabelCallback
 from vlmbench.agents.vec_env import JudgeRewardVecEnv, embedding_inputs, make_vec_env, observation_inputs
 from vlmbench.errors import VlmbenchError
@@ -35,7 +34,8 @@ from vlmbench.judges.registry import build_judge
 from vlmbench.learning.reward_nets import RewardEnsemble
 from vlmbench.metrics.success import EvalResult, evaluate, summarise
 from vlmbench.plots import learning_curves
-from vlmbench.results.record import RunRecord, library_versions
+from vlmbench.files import atomic_write, write_json
+from vlmbench.results.record import RunRecord, check_run_name, config_digest, library_versions, session_info
 from vlmbench.specs.catalogue import resolve_judge, resolve_task
 from vlmbench.specs.task import TaskSpec
 
@@ -76,12 +76,24 @@ class RunResult:
     evaluation: EvalResult
     labels: int
     abstained: int
+    env_return_meaningful: bool  # False where the env's return is constant (termination never/absorbing)
+
+
+def default_run_name(task: TaskSpec, judge: str, mode: str, algorithm: str, config: RunConfig) -> str:
+    """'<task>--<judge>--<reward mode>--<algorithm>--seed<N>--<config digest>': runs whose configs
+    differ never share a folder, and a resume with more timesteps finds its run."""
+    digest = config_digest(config.model_dump(mode="json"))[:6]
+    return f"{task.id}--{judge}--{mode}--{algorithm}--seed{config.seed}--{digest}"
 
 
 class Run:
-    """One run: builds its parts from the config and the record folder, then executes the stages."""
+    """One run: builds its parts from the config and the record folder, then executes the stages.
 
-    def __init__(self, config: RunConfig, results_dir: Path, *, name: str | None, resume: bool, overwrite: bool):
+    Everything that can be wrong with the inputs is checked before the record folder exists.
+    """
+
+    def __init__(self, config: RunConfig, results_dir: Path, *, name: str | None, resume: bool, overwrite: bool,
+                 log: Callable[[str], None] | None = None):
         self.config = config
         self.task: TaskSpec = resolve_task(config.task)
         judge_config = resolve_judge(config.judge)
@@ -94,34 +106,40 @@ class Run:
         self.judge.warm_up()  # missing weights or clients fail here, before a record exists
         if self.mode != "score" and config.feedback.inputs == "image_embedding":
             self.embedder.warm_up()
-        header = {
+        self.header = {
             "config": config.model_dump(mode="json"), "algorithm": self.algorithm, "task": self.task.model_dump(mode="json"),
             "judge": judge_config.model_dump(mode="json"), "reward_mode": self.mode, "versions": library_versions(),
+            "session": session_info(),
         }
-        # default name: '<task id>--<judge name>--<algorithm>--seed<N>', from the resolved specs (never a path)
-        folder = results_dir / (name or f"{self.task.id}--{judge_config.name}--{self.algorithm}--seed{config.seed}")
-        if overwrite and folder.exists():
-            shutil.rmtree(folder)
-        self.record, self.resumed = RunRecord.open(folder, header, resume=resume)
+        self.folder = results_dir / (check_run_name(name) if name else
+                                     default_run_name(self.task, judge_config.name, self.mode, self.algorithm, config))
+        self.resume, self.overwrite = resume, overwrite
+        self.log = log
         self.eval_episodes = config.eval_episodes or self.task.evaluation.episodes
         self.loop: FeedbackLoop | None = None
         self.ensemble: RewardEnsemble | None = None
         self.score_callback: ScoreRelabelCallback | None = None
-        self.stage_state = self._read_stage_state()
         self.latest_success: float | None = None  # from the last checkpoint evaluation, for the progress bar
-        self._next_eval = config.eval_every
+        self._next_eval = 0
 
     # -- bookkeeping ------------------------------------------------------------------------
-    def _read_stage_state(self) -> dict:
-        path = self.record.checkpoints / "stages.json"
-        return json.loads(path.read_text()) if path.exists() else {"done": []}
+    def _say(self, line: str) -> None:
+        if self.log is not None:
+            self.log(line)
 
-    def _mark_done(self, stage: str) -> None:
-        if stage in self.stage_state["done"]:
-            return
-        self.stage_state["done"].append(stage)
-        self.record.checkpoints.mkdir(parents=True, exist_ok=True)
-        (self.record.checkpoints / "stages.json").write_text(json.dumps(self.stage_state))
+    @property
+    def _stages_path(self) -> Path:
+        return self.record.checkpoints / "stages.json"
+
+    def _done_timesteps(self) -> dict[str, int]:
+        """Timesteps each finished stage was trained for."""
+        return json.loads(self._stages_path.read_text())["done"] if self._stages_path.exists() else {}
+
+    def _mark_done(self, stage: str, timesteps: int) -> None:
+        write_json(self._stages_path, {"done": {**self._done_timesteps(), stage: timesteps}})
+
+    def _stage_done(self, stage: str, timesteps: int) -> bool:
+        return self._done_timesteps().get(stage, -1) >= timesteps
 
     def counters(self) -> dict:
         if self.loop is not None:
@@ -143,21 +161,38 @@ class Run:
     def policy_of(self, model: BaseAlgorithm):
         return lambda obs: model.predict(obs, deterministic=True)[0]
 
-    def checkpoint_eval(self, stage: str):
-        def on_checkpoint(model: BaseAlgorithm) -> None:
+    def _evaluate_into_curves(self, model: BaseAlgorithm, row: dict) -> None:
+        result = evaluate(self.task, self.policy_of(model), episodes=max(1, self.eval_episodes // 4),
+                          seed=self.config.seed + EVAL_SEED_OFFSET)
+        row.update(success_rate=result.success_rate, mean_progress=result.mean_progress,
+                   mean_env_return=result.mean_env_return)
+        self.latest_success = result.success_rate
+
+    def checkpoint_eval(self, stage: str, total: int):
+        def on_checkpoint(model: BaseAlgorithm, checkpoint_bytes: int) -> None:
             if self.loop is not None:
-                self.loop.save(self.record.checkpoints / "feedback")
-            row = {"timesteps": model.num_timesteps, "stage": stage, **self.counters()}
+                self.loop.save()
+            row = {"timesteps": model.num_timesteps, "stage": stage, **self.counters(),
+                   "checkpoint_mb": round(checkpoint_bytes / 2**20, 3)}
             every = self.config.eval_every
             if every and model.num_timesteps >= self._next_eval:
                 self._next_eval = (model.num_timesteps // every + 1) * every
-                result = evaluate(self.task, self.policy_of(model), episodes=max(1, self.eval_episodes // 4),
-                                  seed=self.config.seed + EVAL_SEED_OFFSET)
-                row.update(success_rate=result.success_rate, mean_progress=result.mean_progress,
-                           mean_env_return=result.mean_env_return)
-                self.latest_success = result.success_rate
+                self._evaluate_into_curves(model, row)
             self.record.log_curve(row)
+            self.record.tick()
+            self._say(f"{stage}: {model.num_timesteps:,}/{total:,} steps, {self.status()}, "
+                      f"checkpoint {row['checkpoint_mb']:.1f} MB")
         return on_checkpoint
+
+    def _first_eval_due(self, stage: str, model: BaseAlgorithm) -> int:
+        """The next evaluation's timestep, from the evaluations curves.csv already holds for ``stage``."""
+        every = self.config.eval_every
+        evaluated = [int(r["timesteps"]) for r in self.record.curve_rows() if r["stage"] == stage and r["success_rate"]]
+        if not every:
+            return 2**62
+        if evaluated:
+            return (max(evaluated) // every + 1) * every
+        return every if model.num_timesteps > 0 else 0
 
     # -- building ---------------------------------------------------------------------------
     def _env(self, *, collect: bool) -> JudgeRewardVecEnv:
@@ -200,16 +235,13 @@ class Run:
             total_timesteps=self.config.timesteps, seed=self.config.seed, record=self.record,
             save_to=self.record.checkpoints / "feedback",
         )
-        if (self.record.checkpoints / "feedback" / "feedback.pkl").exists():
-            self.loop.load(self.record.checkpoints / "feedback")
+        if (self.loop.save_to / STATE_FILE).exists() or self.loop.rounds_dir.exists():
+            for note in self.loop.load():
+                self._say(f"note: {note}")
 
     def _model(self, stage: str, algorithm: str, env: JudgeRewardVecEnv) -> BaseAlgorithm:
-        path = self.record.checkpoints / f"{stage}.zip"
-        if path.exists():
-            model = load_algorithm(algorithm, str(path), env, self.config.device)
-            replay = self.record.checkpoints / f"{stage}_replay.pkl"
-            if isinstance(model, OffPolicyAlgorithm) and replay.exists():
-                model.load_replay_buffer(replay)
+        model = load_agent(algorithm, self.record.checkpoints, stage, env, self.config.device)
+        if model is not None:
             return model
         return make_algorithm(algorithm, env, seed=self.config.seed, kwargs=self.config.algo_kwargs,
                               tensorboard_log=str(self.record.folder / "tensorboard"), device=self.config.device)
@@ -217,29 +249,38 @@ class Run:
     # -- stages -----------------------------------------------------------------------------
     def _train_stage(self, stage: str, algorithm: str, timesteps: int, progress, *, collect: bool) -> BaseAlgorithm:
         env = self._env(collect=collect)
-        model = self._model(stage, algorithm, env)
-        remaining = timesteps - model.num_timesteps
-        callbacks = []
-        if self.mode == "score":
-            if self.score_callback is None:
-                self.score_callback = ScoreRelabelCallback(self.task, self.judge, self.record)
-                self.score_callback.restore_counts()
-            callbacks.append(self.score_callback)
-        elif collect:
-            callbacks.append(self.loop)
-        job = progress.add_task(f"{stage} ({algorithm})", total=timesteps, completed=model.num_timesteps,
-                                status=self.status()) if progress is not None else None
-        callbacks += [
-            CheckpointCallback(self.record.checkpoints, stage, self.config.checkpoint_every, self.checkpoint_eval(stage)),
-            ProgressCallback(progress, job, self.status),
-        ]
-        if remaining > 0:
-            model.learn(remaining, callback=CallbackList(callbacks), reset_num_timesteps=model.num_timesteps == 0,
-                        tb_log_name=stage)
-        save_agent(model, self.record.checkpoints, stage)
-        if self.loop is not None:
-            self.loop.save(self.record.checkpoints / "feedback")
-        env.close()
+        try:
+            model = self._model(stage, algorithm, env)
+            self._next_eval = self._first_eval_due(stage, model)
+            if stage == "agent" and self._next_eval == 0:  # a curve starts where learning starts
+                row = {"timesteps": 0, "stage": stage, **self.counters()}
+                self._evaluate_into_curves(model, row)
+                self.record.log_curve(row)
+                self._next_eval = self.config.eval_every
+            callbacks = []
+            if self.mode == "score":
+                if self.score_callback is None:
+                    self.score_callback = ScoreRelabelCallback(self.task, self.judge, self.record)
+                    self.score_callback.restore_counts()
+                callbacks.append(self.score_callback)
+            elif collect:
+                callbacks.append(self.loop)
+            job = progress.add_task(f"{stage} ({algorithm})", total=timesteps, completed=model.num_timesteps,
+                                    status=self.status()) if progress is not None else None
+            callbacks += [
+                CheckpointCallback(self.record.checkpoints, stage, self.config.checkpoint_every,
+                                   self.checkpoint_eval(stage, timesteps)),
+                ProgressCallback(progress, job, self.status),
+            ]
+            remaining = timesteps - model.num_timesteps
+            if remaining > 0:
+                model.learn(remaining, callback=CallbackList(callbacks), reset_num_timesteps=model.num_timesteps == 0,
+                            tb_log_name=stage)
+            save_agent(model, self.record.checkpoints, stage)
+            if self.loop is not None:
+                self.loop.save()
+        finally:
+            env.close()
         return model
 
     def stages(self) -> list[tuple[str, str, int]]:
@@ -250,45 +291,83 @@ class Run:
         return stages
 
     def execute(self, progress=None) -> RunResult:
-        eval_path = self.record.folder / "eval.json"
-        if all(name in self.stage_state["done"] for name, _, _ in self.stages()) and eval_path.exists():
-            return self.finished_result()  # resuming a finished run leaves its record as it was
-        started = time.time()
+        """Open (or reopen) the record under its lock, then train and evaluate what is not done yet."""
+        self.record, self.resumed = RunRecord.open(self.folder, self.header, resume=self.resume,
+                                                   overwrite=self.overwrite)
+        try:
+            return self._execute(progress)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS):
+                raise
+            raise VlmbenchError(f"cannot write the run record {self.folder}: {exc.strerror}; every answer bought "
+                                "so far is kept: make room, then continue with --resume") from None
+        except BaseException:
+            if not self.resumed and self.record.is_untouched():
+                self.record.discard()  # a run rejected at its start leaves no half-made folder
+            raise
+        finally:
+            self.record.close()
+
+    def _execute(self, progress) -> RunResult:
+        for note in self.record.notes:
+            self._say(f"note: {note}")
+        stages = self.stages()
+        trained = all(self._stage_done(name, steps) for name, _, steps in stages)
+        if trained and (self.record.folder / "eval.json").exists():
+            if all((self.record.folder / name).exists() for name in FINISHING_FILES):
+                return self.finished_result()  # resuming a finished run leaves its record as it was
+            self.record.begin_session(self.header["session"])
+            name, algorithm, _ = stages[-1]
+            self._finish_media(load_agent(algorithm, self.record.checkpoints, name, None, self.config.device))
+            self.record.tick(finished=True)
+            return self.finished_result()
+        self.record.begin_session(self.header["session"])
         if self.mode != "score":
             self._build_feedback()
+            if self.loop.reused:
+                self._say(f"note: reused {self.loop.reused} answers already in queries.jsonl")
         model = None
-        for i, (name, algorithm, timesteps) in enumerate(self.stages()):
+        for i, (name, algorithm, timesteps) in enumerate(stages):
             set_random_seed(self.config.seed + i)
             model = self._train_stage(name, algorithm, timesteps, progress, collect=name == "agent")
-            self._mark_done(name)
+            self._mark_done(name, timesteps)
         result = self.evaluate(model)
-        self.record.finish({"seconds": round(time.time() - started, 3), "resumed": self.resumed})
+        self.record.tick(finished=True)
         c = self.counters()
-        return RunResult(self.record.folder, result, int(c.get("labels", 0)), int(c.get("abstained", 0)))
+        return RunResult(self.record.folder, result, int(c.get("labels", 0)), int(c.get("abstained", 0)),
+                         self.task.env.termination == "keep")
 
     def finished_result(self) -> RunResult:
         saved = json.loads((self.record.folder / "eval.json").read_text())
         evaluation = EvalResult(**{k: saved[k] for k in ("success_rate", "mean_progress", "mean_env_return", "episodes")})
-        final = self.record.final_curve_row()
-        return RunResult(self.record.folder, evaluation, int(final.get("labels") or 0), int(final.get("abstained") or 0))
+        final = self.record.curve_rows()[-1]
+        return RunResult(self.record.folder, evaluation, int(final.get("labels") or 0),
+                         int(final.get("abstained") or 0), self.task.env.termination == "keep")
 
     def evaluate(self, model: BaseAlgorithm) -> EvalResult:
-        from vlmbench.envs.rollout import rollout
-
-        policy = self.policy_of(model)
-        seed = self.config.seed + EVAL_SEED_OFFSET
-        result = evaluate(self.task, policy, episodes=self.eval_episodes, seed=seed)
-        self.record.write_json("eval.json", {"task": self.task.id, "judge": self.config.judge,
-                                             "success_fraction_required": self.task.evaluation.success_fraction,
-                                             **result.to_dict()})
+        result = evaluate(self.task, self.policy_of(model), episodes=self.eval_episodes,
+                          seed=self.config.seed + EVAL_SEED_OFFSET)
         self.record.log_curve({"timesteps": model.num_timesteps, "stage": "final", **self.counters(),
                                "success_rate": result.success_rate, "mean_progress": result.mean_progress,
                                "mean_env_return": result.mean_env_return})
-        shown = rollout(self.task, episodes=1, seed=seed, policy=policy, render=True, keep_states=False)
+        self.record.write_json("eval.json", {"task": self.task.id, "judge": self.config.judge,
+                                             "success_fraction_required": self.task.evaluation.success_fraction,
+                                             **result.to_dict()})
+        self._finish_media(model)
+        return result
+
+    def _finish_media(self, model: BaseAlgorithm) -> None:
+        """The files a finished run shows besides eval.json: an episode's GIF and contact sheet, curves.png."""
+        from vlmbench.envs.rollout import rollout
+
+        seed = self.config.seed + EVAL_SEED_OFFSET
+        shown = rollout(self.task, episodes=1, seed=seed, policy=self.policy_of(model), render=True, keep_states=False)
         save_episode_media(self.task, shown[0], summarise(self.task, shown), self.record.folder)
         learning_curves(self.record.folder / "curves.csv", self.record.folder / "curves.png",
                         f"{self.task.id} with {self.config.judge} ({self.mode}, {self.algorithm}, seed {self.config.seed})")
-        return result
+
+
+FINISHING_FILES = ("episode.gif", "episode.png", "curves.png", "timing.json")
 
 
 def save_episode_media(task: TaskSpec, episode, summary: EvalResult, folder: Path) -> None:
@@ -297,16 +376,17 @@ def save_episode_media(task: TaskSpec, episode, summary: EvalResult, folder: Pat
 
     from vlmbench.plots import captioned, contact_sheet, save
 
-    iio.imwrite(folder / "episode.gif", np.stack(episode.frames), duration=50, loop=0)
+    atomic_write(folder / "episode.gif", lambda tmp: iio.imwrite(tmp, np.stack(episode.frames), duration=50, loop=0))
     picks = np.linspace(0, len(episode) - 1, min(12, len(episode))).round().astype(int)
     tiles = [captioned(episode.frames[t], [f"step {t + 1}", f"progress {episode.progress[t]:.2f}"],
                        highlight=episode.successes[t]) for t in picks]
     verdict = "success" if summary.episodes[0]["success"] else "failure"
-    title = f"{task.id}: evaluation episode ({verdict}, goal held {episode.success_fraction():.0%} of steps)"
+    title = f"{task.id}: evaluation episode ({verdict}, goal held {summary.episodes[0]['success_fraction']:.0%} of steps)"
     save(contact_sheet(tiles, columns=6, title=title), folder / "episode.png")
 
 
 def train(config: RunConfig, *, results_dir: Path, name: str | None = None, resume: bool = False,
-          overwrite: bool = False, progress=None) -> RunResult:
+          overwrite: bool = False, progress=None, log: Callable[[str], None] | None = None) -> RunResult:
+    """Run ``config`` to the end; ``progress`` (a rich Progress) or ``log`` (plain lines) show how it goes."""
     torch.set_num_threads(config.torch_threads)
-    return Run(config, results_dir, name=name, resume=resume, overwrite=overwrite).execute(progress)
+    return Run(config, results_dir, name=name, resume=resume, overwrite=overwrite, log=log).execute(progress)

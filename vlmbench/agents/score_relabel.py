@@ -58,7 +58,7 @@ class ScoreRelabelCallback(BaseCallback):
         self.queries += len(answers)
         self.abstained += abstained
         self.cost_usd += sum(a.provenance.cost_usd for a in answers)
-        self.record.log_score_batch(self.num_timesteps, answers)
+        self.record.log_score_batch(self.num_timesteps, answers, scores.shape)
         if isinstance(self.model, OffPolicyAlgorithm):
             self.model.replay_buffer.rewards[np.asarray(self._positions)] = scores
         else:

@@ -90,6 +90,14 @@ class Answer:
     def abstained(self) -> bool:
         return self.value is None
 
+    @classmethod
+    def from_dict(cls, data: Mapping) -> Answer:
+        """The answer ``to_dict`` wrote (a logged answer, reused instead of bought again)."""
+        known = Provenance.__dataclass_fields__
+        provenance = Provenance(**{k: v for k, v in data["provenance"].items() if k in known})
+        return cls(Question(data["question"]), data["value"], provenance, data.get("abstain_reason"),
+                   dict(data.get("detail") or {}))
+
     def to_dict(self) -> dict:
         return {
             "question": self.question.value,

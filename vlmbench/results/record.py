@@ -1,31 +1,48 @@
 """One run's record on disk (the layout every later tool reads).
 
-    <run>/header.json       config, task and judge specs, seeds, library versions
+    <run>/header.json       what the run is: config, task and judge specs, library versions, how it started
     <run>/queries.jsonl     one line per judge query: what was asked, the answer, its provenance
+    <run>/scores/           score judges: every frame's reward, one .npz per relabelled rollout
     <run>/curves.csv        timesteps, labels, reward-model fit, success at each checkpoint
     <run>/eval.json         the final evaluation, per episode
     <run>/curves.png        curves.csv plotted; episode.gif and episode.png show one evaluation episode
-    <run>/timing.json       wall-clock times (kept apart so seeded runs compare byte for byte)
+    <run>/timing.json       wall-clock times of every session (kept apart so seeded runs compare byte for byte)
     <run>/checkpoints/      agent, reward model, labels, feedback state
     <run>/tensorboard/      TensorBoard logs
+
+The query log is append-only and flushed line by line: it is the record of what was bought.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import platform
+import re
+import shlex
+import shutil
+import subprocess
+import sys
 import time
+from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+import numpy as np
+
 from vlmbench.errors import VlmbenchError
+from vlmbench.files import FolderLock, append_jsonl, append_lines, atomic_write, drop_torn_line, read_jsonl, write_json
 from vlmbench.judges.base import Answer
 
+RECORD_KIND = "vlmbench-run"
 LIBRARIES = ("vlmbench", "torch", "stable-baselines3", "gymnasium", "mujoco", "numpy", "open_clip_torch")
 CURVE_FIELDS = ("timesteps", "stage", "labels", "abstained", "judge_cost_usd", "reward_model_loss",
-                "reward_model_accuracy", "success_rate", "mean_progress", "mean_env_return")
+                "reward_model_accuracy", "success_rate", "mean_progress", "mean_env_return", "checkpoint_mb")
+# Settings a resumed run may change: more timesteps extend a run rather than make another one.
+EXTENDABLE = ("timesteps",)
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=-]{0,199}$")
 
 
 def library_versions() -> dict[str, str]:
@@ -38,84 +55,209 @@ def library_versions() -> dict[str, str]:
     return found
 
 
-def _digest(obj: object) -> str:
-    return hashlib.sha1(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:12]
+def source_commit() -> str | None:
+    """The git commit of the checkout vlmbench runs from (with '+dirty' for local changes), if any."""
+    root = Path(__file__).resolve().parents[2]
+    if not (root / ".git").exists():
+        return None
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + ("+dirty" if dirty else "")
+
+
+def session_info() -> dict:
+    """How this process was started: the command line, the time, vlmbench's version and commit."""
+    return {
+        "command": shlex.join(["vlmbench", *sys.argv[1:]]) if Path(sys.argv[0]).name == "vlmbench"
+        else shlex.join(sys.argv),
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "vlmbench": library_versions()["vlmbench"],
+        "git_commit": source_commit(),
+    }
+
+
+def config_digest(config: dict) -> str:
+    """Identifies a run's config, leaving out the settings a resume may extend."""
+    kept = {k: v for k, v in config.items() if k not in EXTENDABLE}
+    return hashlib.sha1(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def check_run_name(name: str) -> str:
+    """A run name is one plain folder name: never a path, '..', or something hidden."""
+    if not _SAFE_NAME.match(name) or name in (".", ".."):
+        raise VlmbenchError(f"--name '{name}': a run name is one folder name of letters, digits and . _ + = - "
+                            "(no '/', no leading '.' or '-')")
+    return name
+
+
+def is_run_record(folder: Path) -> bool:
+    """True if ``folder`` holds a vlmbench run record (its header.json says so)."""
+    try:
+        header = json.loads((folder / "header.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(header, dict) and header.get("record") == RECORD_KIND
 
 
 class RunRecord:
-    """Creates or reopens a run folder; appends queries and curve rows as they happen."""
+    """Creates or reopens a run folder, holding its lock; appends queries and curve rows as they happen."""
 
     def __init__(self, folder: Path):
         self.folder = folder
         self.checkpoints = folder / "checkpoints"
+        self.scores = folder / "scores"
+        self.lock = FolderLock(folder)
+        self.notes: list[str] = []  # repairs made while reopening, for the user to see
         self._started = time.time()
+        self._sessions: list[dict] = []
 
     @classmethod
-    def open(cls, folder: Path, header: dict, *, resume: bool) -> tuple[RunRecord, bool]:
-        """A new record, or the existing one when resuming the same config; returns (record, resumed)."""
+    def open(cls, folder: Path, header: dict, *, resume: bool, overwrite: bool = False) -> tuple[RunRecord, bool]:
+        """A new record, or the existing one when resuming the same config; returns (record, resumed).
+
+        The folder's lock is taken first, so two processes never share a run. ``overwrite`` deletes
+        an existing folder only when it is a run record.
+        """
         record = cls(folder)
-        path = folder / "header.json"
-        header = {**header, "config_digest": _digest(header["config"])}
-        if path.exists():
-            old = json.loads(path.read_text())
-            if old.get("config_digest") != header["config_digest"]:
-                raise VlmbenchError(
-                    f"{folder} holds a run with a different config; choose another --name or pass --overwrite"
-                )
-            if not resume:
-                raise VlmbenchError(f"{folder} already holds this run; pass --resume to continue it or --overwrite")
-            return record, True
-        folder.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(header, indent=2, sort_keys=True) + "\n")
-        with open(folder / "curves.csv", "w", newline="") as fh:
-            csv.writer(fh).writerow(CURVE_FIELDS)
-        (folder / "queries.jsonl").touch()
-        return record, False
+        header = {"record": RECORD_KIND, **header, "config_digest": config_digest(header["config"])}
+        if folder.exists() and not folder.is_dir():
+            raise VlmbenchError(f"{folder} exists and is not a folder")
+        existing = folder.is_dir() and any(p.name != ".lock" for p in folder.iterdir())
+        if existing and not is_run_record(folder):
+            raise VlmbenchError(f"{folder} exists and is not a vlmbench run record (no valid header.json); "
+                                "choose another --name" + ("; --overwrite deletes only run records" if overwrite else ""))
+        try:
+            record.lock.acquire()
+        except PermissionError as exc:
+            raise VlmbenchError(f"cannot write to {folder}: {exc.strerror}") from None
+        except OSError as exc:
+            raise VlmbenchError(f"cannot create the run folder {folder}: {exc.strerror or exc}") from None
+        try:
+            if existing and overwrite:
+                for child in folder.iterdir():
+                    if child.name != ".lock":
+                        shutil.rmtree(child) if child.is_dir() else child.unlink()
+            elif existing:
+                return record, record._reopen(header, resume)
+            record._create(header)
+            return record, False
+        except BaseException:
+            record.lock.release()
+            raise
+
+    def _reopen(self, header: dict, resume: bool) -> bool:
+        old = self.header
+        if old.get("config_digest") != header["config_digest"]:
+            raise VlmbenchError(f"{self.folder} holds a run with a different config; choose another --name "
+                                "or pass --overwrite")
+        if not resume:
+            raise VlmbenchError(f"{self.folder} already holds this run; pass --resume to continue it or --overwrite")
+        self._check_writable()
+        if old["config"] != header["config"]:  # an extended setting: the header keeps the new value
+            write_json(self.folder / "header.json", {**old, "config": header["config"]})
+        _, note = read_jsonl(self.folder / "queries.jsonl", repair=True)
+        if note:
+            self.notes.append(note)
+        if drop_torn_line(self.folder / "curves.csv"):
+            self.notes.append(f"{self.folder / 'curves.csv'}: dropped a torn last row left by an interrupted write")
+        return True
+
+    def _create(self, header: dict) -> None:
+        write_json(self.folder / "header.json", header)
+        atomic_write(self.folder / "curves.csv", lambda tmp: tmp.write_text(",".join(CURVE_FIELDS) + "\n"))
+        (self.folder / "queries.jsonl").touch()
+
+    def _check_writable(self) -> None:
+        try:
+            with open(self.folder / "queries.jsonl", "a"), open(self.folder / "curves.csv", "a"):
+                pass
+        except OSError as exc:
+            raise VlmbenchError(f"cannot write to the run record {self.folder}: {exc.strerror or exc}") from None
+
+    def is_untouched(self) -> bool:
+        """Nothing was bought or trained yet: the folder can go without losing anything."""
+        return (self.folder / "queries.jsonl").stat().st_size == 0 and not self.checkpoints.exists()
+
+    def discard(self) -> None:
+        """Remove a record this process just created and never used (a run rejected at its start)."""
+        shutil.rmtree(self.folder, ignore_errors=True)
+        self.lock.release()
+
+    def close(self) -> None:
+        self.lock.release()
 
     @property
     def header(self) -> dict:
         return json.loads((self.folder / "header.json").read_text())
 
-    def log_query(self, round_index: int, timesteps: int, segment_keys: list[str], answer: Answer) -> None:
-        line = {"round": round_index, "timesteps": timesteps, "segments": segment_keys, **answer.to_dict()}
-        line["provenance"] = {k: v for k, v in line["provenance"].items() if k != "seconds"}
-        with open(self.folder / "queries.jsonl", "a") as fh:
-            fh.write(json.dumps(line, sort_keys=True) + "\n")
+    # -- the query log --------------------------------------------------------------------------
+    def log_queries(self, lines: list[dict]) -> None:
+        append_jsonl(self.folder / "queries.jsonl", lines)
 
-    def log_score_batch(self, timesteps: int, answers: list[Answer]) -> None:
-        """Score judges answer thousands of frames: one summary line per relabelled rollout."""
-        values = [a.value for a in answers if not a.abstained]
-        reasons = sorted({a.abstain_reason for a in answers if a.abstained})
+    def queries(self) -> list[dict]:
+        return read_jsonl(self.folder / "queries.jsonl")[0]
+
+    @staticmethod
+    def query_line(query_id: str, round_index: int, timesteps: int, segment_keys: list[str], answer: Answer) -> dict:
+        line = {"query_id": query_id, "round": round_index, "timesteps": timesteps, "segments": segment_keys,
+                **answer.to_dict()}
+        line["provenance"] = {k: v for k, v in line["provenance"].items() if k != "seconds"}
+        return line
+
+    def log_score_batch(self, timesteps: int, answers: list[Answer], shape: tuple[int, int]) -> None:
+        """A relabelled rollout: every frame's reward (NaN where the judge abstained) in an .npz of
+        shape (steps, envs), and one summary line with the batch's provenance in queries.jsonl."""
+        values = np.array([np.nan if a.abstained else a.value for a in answers], dtype=np.float64).reshape(shape)
+        batch = len(list(self.scores.glob("batch-*.npz"))) if self.scores.exists() else 0
+        name = f"batch-{batch:06d}.npz"
+        atomic_write(self.scores / name, lambda tmp: np.savez(tmp, rewards=values, timesteps=np.int64(timesteps)))
+        given = values[~np.isnan(values)]
         line = {
-            "timesteps": timesteps, "question": "score", "frames": len(answers),
-            "cached": sum(a.provenance.cached for a in answers), "abstained": len(answers) - len(values),
-            "abstain_reasons": reasons, "mean": sum(values) / len(values) if values else None,
-            "min": min(values, default=None), "max": max(values, default=None),
+            "timesteps": timesteps, "question": "score", "frames": len(answers), "scores_file": f"scores/{name}",
+            "cached": sum(a.provenance.cached for a in answers), "abstained": len(answers) - len(given),
+            "abstain_reasons": sorted({a.abstain_reason for a in answers if a.abstained}),
+            "mean": float(given.mean()) if len(given) else None,
+            "min": float(given.min()) if len(given) else None, "max": float(given.max()) if len(given) else None,
             "cost_usd": sum(a.provenance.cost_usd for a in answers),
+            "provenance": {k: v for k, v in answers[0].provenance.to_dict().items() if k not in ("seconds", "cached")},
         }
-        with open(self.folder / "queries.jsonl", "a") as fh:
-            fh.write(json.dumps(line, sort_keys=True) + "\n")
+        self.log_queries([line])
 
     def score_batches(self) -> list[dict]:
         """The summary lines of relabelled rollouts logged so far."""
-        with open(self.folder / "queries.jsonl") as fh:
-            lines = [json.loads(line) for line in fh if line.strip()]
-        return [line for line in lines if line.get("question") == "score" and "frames" in line]
+        return [line for line in self.queries() if line.get("question") == "score" and "frames" in line]
 
+    # -- curves, results, timing ----------------------------------------------------------------
     def log_curve(self, row: dict) -> None:
-        with open(self.folder / "curves.csv", "a", newline="") as fh:
-            csv.writer(fh).writerow([row.get(k, "") for k in CURVE_FIELDS])
+        buffer = io.StringIO()
+        csv.writer(buffer).writerow([row.get(k, "") for k in CURVE_FIELDS])
+        append_lines(self.folder / "curves.csv", buffer.getvalue())
 
-    def final_curve_row(self) -> dict:
-        """The last row of curves.csv (the final evaluation's)."""
+    def curve_rows(self) -> list[dict]:
         with open(self.folder / "curves.csv", newline="") as fh:
-            rows = list(csv.DictReader(fh))
-        return rows[-1] if rows else {}
+            return list(csv.DictReader(fh))
 
     def write_json(self, name: str, data: dict) -> Path:
-        path = self.folder / name
-        path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-        return path
+        return write_json(self.folder / name, data)
 
-    def finish(self, timing: dict) -> None:
-        self.write_json("timing.json", {**timing, "wall_seconds_this_session": round(time.time() - self._started, 3)})
+    def begin_session(self, info: dict) -> None:
+        """Add this process to timing.json's sessions (a killed session keeps its last checkpoint's time)."""
+        self._sessions = [*self._timing().get("sessions", []), {**info, "wall_seconds": 0.0}]
+        self.tick()
+
+    def tick(self, **fields) -> None:
+        """Update this session's wall time (and ``fields``) in timing.json; totals add up every session."""
+        self._sessions[-1].update(fields, wall_seconds=round(time.time() - self._started, 3))
+        self.write_json("timing.json", {"sessions": self._sessions, "resumed": len(self._sessions) > 1,
+                                        "wall_seconds": round(sum(s["wall_seconds"] for s in self._sessions), 3)})
+
+    def _timing(self) -> dict:
+        try:
+            return json.loads((self.folder / "timing.json").read_text())
+        except (OSError, ValueError):
+            return {}
