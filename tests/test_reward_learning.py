@@ -53,17 +53,54 @@ def random_pairs(rng: np.random.Generator, segments: list[Segment], n: int) -> l
 # -- preference loss ------------------------------------------------------------------------------
 
 
-def test_preference_loss_matches_hand_computation():
-    r1 = [[0.3, -1.2, 2.0], [1.0, 0.0, -0.5]]
-    r2 = [[1.1, 0.4, -0.7], [0.2, 0.0, 3.0]]
-    p = [1.0, 0.25, 0.5]
-    expected = []
-    for m in range(2):
-        for b in range(3):
-            p1 = math.exp(r1[m][b]) / (math.exp(r1[m][b]) + math.exp(r2[m][b]))
-            expected.append(-(p[b] * math.log(p1) + (1 - p[b]) * math.log(1 - p1)))
-    loss = preference_loss(torch.tensor(r1), torch.tensor(r2), torch.tensor(p))
-    assert loss.item() == pytest.approx(np.mean(expected), rel=1e-6)
+def bradley_terry_loss(first_returns: np.ndarray, second_returns: np.ndarray, p_first: np.ndarray) -> float:
+    """Cross-entropy of each member's softmax over the two summed rewards against [p, 1 - p],
+    averaged over members and pairs; returns (members, pairs), p_first (pairs,)."""
+    logits = np.stack([first_returns, second_returns], axis=-1).astype(np.float64)
+    log_softmax = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    targets = np.stack([p_first, 1 - p_first], axis=-1)
+    return float(-(targets * log_softmax).sum(-1).mean())
+
+
+# Per-step rewards of 3 members on 5 pairs of 4-step segments: each pair's first segment leads by
+# its own margin (plus member noise), so the members' differences do not cancel, a flipped label
+# changes the loss, and so does a tie (pairs 2 and 4) counted as a win of the first.
+P_FIRST = np.array([1.0, 0.0, 0.5, 0.25, 0.5])
+FIRST_LEAD = np.array([1.0, -1.5, 2.0, -0.5, 1.2])
+PAIR_REWARDS = 0.3 * np.random.default_rng(7).normal(size=(2, 3, 5, 4))
+PAIR_REWARDS[0] += FIRST_LEAD[:, None] / 4
+
+
+def test_preference_loss_is_the_bradley_terry_cross_entropy():
+    first, second = PAIR_REWARDS.sum(-1)
+    expected = bradley_terry_loss(first, second, P_FIRST)
+    loss = preference_loss(torch.from_numpy(first), torch.from_numpy(second), torch.from_numpy(P_FIRST))
+    assert loss.item() == pytest.approx(expected, rel=1e-9)
+    # the inputs tell the right labels from flipped ones and from ties counted as first wins
+    for wrong in (1 - P_FIRST, np.where(P_FIRST == 0.5, 1.0, P_FIRST)):
+        assert abs(bradley_terry_loss(first, second, wrong) - expected) > 0.05
+
+
+def test_preference_training_reports_the_loss_and_accuracy_of_its_dataset():
+    """Untrained (0 epochs), so the numbers follow from the initial networks' rewards."""
+    rng = np.random.default_rng(8)
+    segments = make_segments(rng, 12, (1, 2, 4))
+    pairs = random_pairs(rng, segments, 30)
+    p_first = rng.choice([0.0, 0.25, 0.5, 1.0], size=len(pairs))
+    dataset = PreferenceDataset()
+    for (a, b), p in zip(pairs, p_first, strict=True):
+        dataset.add(a, b, float(p))
+    ensemble = RewardEnsemble(4, members=3, hidden=(16,), seed=0)
+    stats = train_on_preferences(ensemble, dataset, epochs=0, rng=np.random.default_rng(0))
+
+    member_return = {s.key: ensemble.member_rewards_numpy(s.inputs).sum(-1) for s in segments}  # (members,)
+    first = np.stack([member_return[a.key] for a, _ in pairs], axis=1)
+    second = np.stack([member_return[b.key] for _, b in pairs], axis=1)
+    assert stats["loss"] == pytest.approx(bradley_terry_loss(first, second, p_first), rel=1e-5)
+    decided = p_first != 0.5
+    agree = (first.mean(0) > second.mean(0)) == (p_first > 0.5)
+    assert stats["accuracy"] == pytest.approx(agree[decided].mean())
+    assert 0.2 < agree[decided].mean() < 0.8  # an untrained ensemble: right on some pairs, wrong on others
 
 
 def test_tie_with_equal_returns_costs_log_2():
