@@ -55,8 +55,11 @@ def test_boltzmann_rationality_matches_the_sigmoid(task):
     assert within(first_rate(oracle(temperature=temperature), task, a, b), expected)
 
 
-def test_mistake_probability_flips_that_often(task):
-    assert within(first_rate(oracle(mistake_prob=0.2), task, state(0.0), state(1.0)), 0.8)
+@pytest.mark.parametrize("first_is_better", [True, False])
+def test_mistakes_flip_that_often_whichever_clip_is_better(task, first_is_better):
+    good, bad = state(0.0), state(1.0)
+    pair = (good, bad) if first_is_better else (bad, good)
+    assert within(first_rate(oracle(mistake_prob=0.2), task, *pair), 0.8 if first_is_better else 0.2)
 
 
 def test_ties_below_the_threshold(task):
@@ -72,12 +75,52 @@ def test_first_position_bias_answers_first_regardless(task):
     assert all(a.detail.get("biased") for a in biased if a.value == 1.0)
 
 
-def test_ratings_quantise_progress(task):
+@pytest.mark.parametrize("pair", ["tied", "first better", "second better"])
+def test_noise_models_combine_in_their_documented_order(task, pair):
+    """Bias first (also on tied pairs), then ties, then mistakes on either choice."""
+    bias, mistake = 0.3, 0.2
+    a, b = {"tied": (0.10, 0.11), "first better": (0.0, 1.0), "second better": (1.0, 0.0)}[pair]
+    judge = oracle(first_bias=bias, tie_threshold=0.05, mistake_prob=mistake)
+    values = np.array([ans.value for ans in judge.compare(task, [([state(a)], [state(b)])] * N)])
+    p_first = {"tied": bias, "first better": bias + (1 - bias) * (1 - mistake),
+               "second better": bias + (1 - bias) * mistake}[pair]
+    assert within(np.mean(values == 1.0), p_first)
+    assert within(np.mean(values == 0.5), 1 - bias if pair == "tied" else 0.0)
+
+
+def expected_class(task, clip: list[Frame]) -> int:
+    """The rating rule written out: the top class iff the goal holds in every frame, else the
+    progress bin (of k equal bins) capped below the top."""
     k = len(task.prompts.rating.classes)
-    frames = [state(a) for a in np.linspace(0, math.pi, 25)]
-    expected = [min(int(task.progress_of(dict(f.features)) * k), k - 1) for f in frames]
-    assert [a.value for a in oracle().rate(task, [[f] for f in frames])] == expected
-    assert expected[0] == k - 1 and expected[-1] == 0
+    if all(task.is_success(dict(f.features)) for f in clip):
+        return k - 1
+    progress = np.mean([task.progress_of(dict(f.features)) for f in clip])
+    return min(math.floor(progress * k), k - 2)
+
+
+def test_ratings_give_the_top_class_only_where_the_goal_holds(task):
+    assert task.prompts.rating.classes == ["fallen", "tilted", "upright"]
+    cases = {  # (pole angle in degrees, cart position) -> class
+        (0, 0.0): 2, (10, 1.0): 2,
+        (13, 0.0): 1, (30, 0.0): 1,  # progress 0.95 and 0.76, but the pole is past 12 degrees
+        (0, 2.5): 1,  # upright pole, cart off the track: progress 0.75
+        (60, 0.0): 0, (180, 0.0): 0,
+    }
+    frames = [state(math.radians(a), x) for a, x in cases]
+    assert [a.value for a in oracle().rate(task, [[f] for f in frames])] == list(cases.values())
+
+
+def test_ratings_bin_progress_below_the_top_class(task):
+    frames = [state(a, x) for a in np.linspace(0, math.pi, 25) for x in (0.0, 2.5)]
+    labels = [a.value for a in oracle().rate(task, [[f] for f in frames])]
+    assert labels == [expected_class(task, [f]) for f in frames]
+    assert set(labels) == {0, 1, 2}
+
+
+def test_a_clip_is_top_rated_only_if_the_goal_holds_in_every_frame(task):
+    upright, tilted = state(0.0), state(math.radians(13))  # progress 1.0 and 0.95: mean above 2/3
+    clips = [[upright, upright, upright], [upright, tilted, upright], [tilted, tilted]]
+    assert [a.value for a in oracle().rate(task, clips)] == [2, 1, 1]
 
 
 def test_rating_noise_replaces_that_share_with_uniform_classes(task):

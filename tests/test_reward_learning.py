@@ -53,17 +53,54 @@ def random_pairs(rng: np.random.Generator, segments: list[Segment], n: int) -> l
 # -- preference loss ------------------------------------------------------------------------------
 
 
-def test_preference_loss_matches_hand_computation():
-    r1 = [[0.3, -1.2, 2.0], [1.0, 0.0, -0.5]]
-    r2 = [[1.1, 0.4, -0.7], [0.2, 0.0, 3.0]]
-    p = [1.0, 0.25, 0.5]
-    expected = []
-    for m in range(2):
-        for b in range(3):
-            p1 = math.exp(r1[m][b]) / (math.exp(r1[m][b]) + math.exp(r2[m][b]))
-            expected.append(-(p[b] * math.log(p1) + (1 - p[b]) * math.log(1 - p1)))
-    loss = preference_loss(torch.tensor(r1), torch.tensor(r2), torch.tensor(p))
-    assert loss.item() == pytest.approx(np.mean(expected), rel=1e-6)
+def bradley_terry_loss(first_returns: np.ndarray, second_returns: np.ndarray, p_first: np.ndarray) -> float:
+    """Cross-entropy of each member's softmax over the two summed rewards against [p, 1 - p],
+    averaged over members and pairs; returns (members, pairs), p_first (pairs,)."""
+    logits = np.stack([first_returns, second_returns], axis=-1).astype(np.float64)
+    log_softmax = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    targets = np.stack([p_first, 1 - p_first], axis=-1)
+    return float(-(targets * log_softmax).sum(-1).mean())
+
+
+# Per-step rewards of 3 members on 5 pairs of 4-step segments: each pair's first segment leads by
+# its own margin (plus member noise), so the members' differences do not cancel, a flipped label
+# changes the loss, and so does a tie (pairs 2 and 4) counted as a win of the first.
+P_FIRST = np.array([1.0, 0.0, 0.5, 0.25, 0.5])
+FIRST_LEAD = np.array([1.0, -1.5, 2.0, -0.5, 1.2])
+PAIR_REWARDS = 0.3 * np.random.default_rng(7).normal(size=(2, 3, 5, 4))
+PAIR_REWARDS[0] += FIRST_LEAD[:, None] / 4
+
+
+def test_preference_loss_is_the_bradley_terry_cross_entropy():
+    first, second = PAIR_REWARDS.sum(-1)
+    expected = bradley_terry_loss(first, second, P_FIRST)
+    loss = preference_loss(torch.from_numpy(first), torch.from_numpy(second), torch.from_numpy(P_FIRST))
+    assert loss.item() == pytest.approx(expected, rel=1e-9)
+    # the inputs tell the right labels from flipped ones and from ties counted as first wins
+    for wrong in (1 - P_FIRST, np.where(P_FIRST == 0.5, 1.0, P_FIRST)):
+        assert abs(bradley_terry_loss(first, second, wrong) - expected) > 0.05
+
+
+def test_preference_training_reports_the_loss_and_accuracy_of_its_dataset():
+    """Untrained (0 epochs), so the numbers follow from the initial networks' rewards."""
+    rng = np.random.default_rng(8)
+    segments = make_segments(rng, 12, (1, 2, 4))
+    pairs = random_pairs(rng, segments, 30)
+    p_first = rng.choice([0.0, 0.25, 0.5, 1.0], size=len(pairs))
+    dataset = PreferenceDataset()
+    for (a, b), p in zip(pairs, p_first, strict=True):
+        dataset.add(a, b, float(p))
+    ensemble = RewardEnsemble(4, members=3, hidden=(16,), seed=0)
+    stats = train_on_preferences(ensemble, dataset, epochs=0, rng=np.random.default_rng(0))
+
+    member_return = {s.key: ensemble.member_rewards_numpy(s.inputs).sum(-1) for s in segments}  # (members,)
+    first = np.stack([member_return[a.key] for a, _ in pairs], axis=1)
+    second = np.stack([member_return[b.key] for _, b in pairs], axis=1)
+    assert stats["loss"] == pytest.approx(bradley_terry_loss(first, second, p_first), rel=1e-5)
+    decided = p_first != 0.5
+    agree = (first.mean(0) > second.mean(0)) == (p_first > 0.5)
+    assert stats["accuracy"] == pytest.approx(agree[decided].mean())
+    assert 0.2 < agree[decided].mean() < 0.8  # an untrained ensemble: right on some pairs, wrong on others
 
 
 def test_tie_with_equal_returns_costs_log_2():
@@ -238,6 +275,62 @@ def test_rating_probabilities_are_distributions_even_in_degenerate_batches():
     assert halves.tolist() == [0] * 5 + [1] * 5
 
 
+def rbrl_probabilities(returns: np.ndarray, counts, sharpness: float = 30.0) -> np.ndarray:
+    """Rating-based RL class probabilities in numpy: returns min-max normalised over the batch,
+    class boundaries at the quantiles (linear interpolation) of the cumulative label proportions,
+    Q(k) = softmax_k(-sharpness (r - b_k)(r - b_{k+1}))."""
+    r = (returns - returns.min()) / (returns.max() - returns.min())
+    cumulative = np.cumsum(counts) / np.sum(counts)
+    bounds = np.concatenate([[0.0], np.quantile(r, cumulative[:-1]), [1.0]])
+    logits = -sharpness * (r[:, None] - bounds[:-1]) * (r[:, None] - bounds[1:])
+    q = np.exp(logits - logits.max(1, keepdims=True))
+    return q / q.sum(1, keepdims=True)
+
+
+# Skewed returns far from [0, 1] and imbalanced labels (one class absent): the quantile boundaries
+# (0.10, 0.10, 0.33 after normalising) are far from equal-width ones.
+SKEWED_RETURNS = 6.0 * np.exp(np.random.default_rng(9).normal(size=20)) - 2.0
+IMBALANCED_COUNTS = np.array([12, 0, 6, 2])
+
+
+@pytest.mark.parametrize("counts", [IMBALANCED_COUNTS, IMBALANCED_COUNTS[[0, 2, 3]]], ids=["absent", "present"])
+def test_rating_probabilities_follow_the_rating_based_rl_definition(counts):
+    probs = rating_probabilities(torch.from_numpy(SKEWED_RETURNS), torch.from_numpy(counts).double())
+    np.testing.assert_allclose(probs.numpy(), rbrl_probabilities(SKEWED_RETURNS, counts), rtol=1e-7, atol=1e-12)
+
+
+def test_rating_boundaries_put_as_many_returns_in_each_class_as_were_rated_in_it():
+    probs = rating_probabilities(torch.from_numpy(SKEWED_RETURNS), torch.from_numpy(IMBALANCED_COUNTS).double())
+    most_likely = probs.argmax(-1).numpy()
+    np.testing.assert_array_equal(np.bincount(most_likely, minlength=4), IMBALANCED_COUNTS)
+    ranks = np.argsort(np.argsort(SKEWED_RETURNS))
+    np.testing.assert_array_equal(most_likely, np.digitize(ranks, np.cumsum(IMBALANCED_COUNTS)[:-1]))
+
+
+def test_rating_training_reports_the_loss_and_accuracy_of_its_dataset():
+    """Untrained (0 epochs), so the numbers follow from the initial networks' rewards: class
+    weights from the whole dataset's counts, boundaries from its label proportions."""
+    rng = np.random.default_rng(10)
+    segments = make_segments(rng, 30, (1, 2, 4))
+    labels = rng.choice([0, 2, 3], p=[0.6, 0.3, 0.1], size=len(segments))
+    dataset = RatingDataset()
+    for segment, label in zip(segments, labels, strict=True):
+        dataset.add(segment, int(label))
+    ensemble = RewardEnsemble(4, members=3, hidden=(16,), seed=0)
+    stats = train_on_ratings(ensemble, dataset, n_classes=4, epochs=0, rng=np.random.default_rng(0))
+
+    returns = np.stack([ensemble.member_rewards_numpy(s.inputs).sum(-1) for s in segments], axis=1)  # (members, N)
+    counts = np.bincount(labels, minlength=4)
+    weights = np.where(counts > 0, 1.0 / np.maximum(counts, 1), 0.0)
+    weights /= weights[counts > 0].mean()
+    member_losses = [np.mean(-np.log(rbrl_probabilities(r, counts)[np.arange(len(labels)), labels]) * weights[labels])
+                     for r in returns]
+    assert stats["loss"] == pytest.approx(np.mean(member_losses), rel=1e-4)
+    correct = rbrl_probabilities(returns.mean(0), counts).argmax(-1) == labels
+    assert stats["accuracy"] == pytest.approx(correct.mean())
+    assert 0.1 < correct.mean() < 0.9  # an untrained ensemble: right on some segments, wrong on others
+
+
 def test_rating_probabilities_backpropagate_with_an_absent_class():
     returns = torch.tensor([0.1, 0.5, 0.5, 2.0], requires_grad=True)
     probs = rating_probabilities(returns, torch.tensor([0.5, 0.0, 0.5]))
@@ -282,7 +375,7 @@ def test_rating_training_with_an_absent_class(tmp_path):
     assert dataset.class_counts(3)[1] == 0
     ensemble = RewardEnsemble(4, members=2, hidden=(16,), seed=0)
     stats = train_on_ratings(ensemble, dataset, n_classes=3, epochs=2, batch_size=8, rng=rng)
-    assert stats["ratings"] == 40 and math.isfinite(stats["loss"]) and 0.0 <= stats["accuracy"] <= 1.0
+    assert stats["ratings"] == 40 and math.isfinite(stats["loss"])
 
     dataset.save(tmp_path / "ratings.npz")
     loaded = RatingDataset.load(tmp_path / "ratings.npz")

@@ -1,5 +1,6 @@
-"""The task catalogue: every YAML validates, builds, renders, and its success detector is False
-in the reset state and True in a hand-built goal state (tests/task_states.py).
+"""The task catalogue: every YAML validates, builds, renders, its success detector is False in the
+reset state and True in a hand-built goal state (tests/task_states.py), and its top rating class
+is given exactly where the detector says the goal holds.
 
 A contact sheet of the goal states is written to /tmp/task_success_states.png for people to
 check that each pose looks like its task.
@@ -16,6 +17,8 @@ import pytest
 
 import vlmbench.envs  # noqa: F401  (headless GL backend before MuJoCo loads)
 from vlmbench.envs.task_env import make_env
+from vlmbench.judges.base import Frame
+from vlmbench.judges.oracle import OracleJudge, OracleParams
 from vlmbench.specs import catalogue
 from vlmbench.specs.loading import load_spec
 from vlmbench.specs.task import TaskSpec
@@ -162,3 +165,40 @@ def test_progress_stays_in_unit_interval_under_random_actions(task_id: str, envs
         assert isinstance(info["success"], bool)
         if terminated or truncated:
             break
+
+
+def _random_steps(env, steps: int, seed: int) -> list[dict[str, float]]:
+    """Features after each of up to ``steps`` random actions from the env's current state."""
+    env.action_space.seed(seed)
+    out = []
+    for _ in range(steps):
+        *_, terminated, truncated, info = env.step(env.action_space.sample())
+        out.append(info["features"])
+        if terminated or truncated:
+            break
+    return out
+
+
+@pytest.mark.parametrize("task_id", IDS)
+def test_oracle_gives_the_top_rating_exactly_where_the_goal_holds(task_id: str, envs):
+    """States from random rollouts, the constructed goal (and failure) states, and random steps
+    away from the goal state, rated one frame at a time by the noise-free oracle."""
+    env = envs(task_id)
+    spec = env.task
+    states = []
+    for seed in (0, 1):
+        env.reset(seed=seed)
+        states += [env.features(), *_random_steps(env, 100, seed)]
+    if task_id in task_states.FAILURE_STATES:
+        env.reset(seed=0)
+        task_states.put_in_failure_state(env)
+        states.append(env.features())
+    env.reset(seed=0)
+    task_states.put_in_success_state(env)
+    states += [env.features(), *_random_steps(env, 20, seed=2)]
+
+    answers = OracleJudge("oracle", OracleParams()).rate(spec, [[Frame(features=f)] for f in states])
+    top = len(spec.prompts.rating.classes) - 1
+    goal = [spec.is_success(f) for f in states]
+    assert [a.value == top for a in answers] == goal
+    assert any(goal) and not all(goal)

@@ -24,9 +24,14 @@ Policy = Callable[[np.ndarray], np.ndarray]  # batched observations -> batched a
 
 @dataclass
 class Episode:
-    """One episode: per step after each action, its frame (if rendered), features and state."""
+    """One episode: per step after each action, its frame (if rendered), features and state.
+
+    ``horizon`` is the number of steps the episode was given (the task's episode length, or a
+    rollout's cap); it ends sooner when the env terminates it.
+    """
 
     seed: int
+    horizon: int
     observations: list[np.ndarray] = field(default_factory=list)
     actions: list[np.ndarray] = field(default_factory=list)
     frames: list[np.ndarray] = field(default_factory=list)
@@ -45,7 +50,9 @@ class Episode:
         return [Frame(p, f, s) for p, f, s in zip(pixels, self.features, states)]
 
     def success_fraction(self) -> float:
-        return float(np.mean(self.successes)) if self.successes else 0.0
+        """The share of the ``horizon`` steps in which the goal held: steps that an early
+        termination cut off count as steps without the goal."""
+        return sum(self.successes) / self.horizon
 
 
 def _unbatch(info: dict, i: int) -> dict:
@@ -80,7 +87,7 @@ def rollout(
     try:
         for start in range(0, episodes, workers):
             n = min(workers, episodes - start)
-            batch = [Episode(seed=seed + start + i) for i in range(n)]
+            batch = [Episode(seed=seed + start + i, horizon=length) for i in range(n)]
             obs, _ = envs.reset(seed=[seed + start + i for i in range(workers)])
             done = np.zeros(workers, dtype=bool)
             done[n:] = True  # surplus workers in the last batch run but are not recorded

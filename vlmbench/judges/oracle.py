@@ -8,6 +8,11 @@ be tested offline against known truth. Noise models, applied in this order to a 
 3. Boltzmann rationality: pick the first with probability sigmoid(difference / ``temperature``)
    (temperature 0: always the better one);
 4. mistakes: with probability ``mistake_prob`` flip the choice.
+
+Ratings follow the success detector: a clip gets the top class exactly when the goal holds in
+every one of its frames; any other clip gets the class its mean progress falls in when [0, 1] is
+cut into as many equal bins as there are classes, capped at the class below the top. With
+probability ``rating_noise`` the class is replaced by a uniformly random one.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ class OracleJudge(Judge):
 
     answers = frozenset({Question.SCORE, Question.COMPARE, Question.RATE})
     needs_pixels = False
-    version = "1"
+    version = "2"
     Params = OracleParams
 
     def __init__(self, name: str, params: OracleParams):
@@ -49,10 +54,14 @@ class OracleJudge(Judge):
     def _provenance(self, task: TaskSpec) -> Provenance:
         return Provenance(self.name, self.version, "oracle", prompt_hash(task.progress, task.success))
 
-    def _progress(self, task: TaskSpec, frame: Frame) -> float:
+    @staticmethod
+    def _features(frame: Frame) -> dict[str, float]:
         if frame.features is None:
             raise ValueError("the oracle judge needs frames with features")
-        return task.progress_of(dict(frame.features))
+        return dict(frame.features)
+
+    def _progress(self, task: TaskSpec, frame: Frame) -> float:
+        return task.progress_of(self._features(frame))
 
     def _score(self, task: TaskSpec, frames: list[Frame]) -> list[Answer]:
         provenance = self._provenance(task)
@@ -87,8 +96,9 @@ class OracleJudge(Judge):
         out = []
         for clip in clips:
             progress = float(np.mean([self._progress(task, f) for f in clip]))
-            label = min(int(np.clip(progress, 0.0, 1.0) * k), k - 1)
+            goal_held = all(task.is_success(self._features(f)) for f in clip)
+            label = k - 1 if goal_held else min(int(np.clip(progress, 0.0, 1.0) * k), k - 2)
             if self.rng.random() < self.params.rating_noise:
                 label = int(self.rng.integers(k))
-            out.append(Answer(Question.RATE, label, provenance, detail={"progress": progress}))
+            out.append(Answer(Question.RATE, label, provenance, detail={"progress": progress, "goal_held": goal_held}))
         return out

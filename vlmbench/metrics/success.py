@@ -22,11 +22,13 @@ class EvalResult:
 
 
 def summarise(task: TaskSpec, episodes: list[Episode]) -> EvalResult:
-    """An episode succeeds when the goal holds in at least ``task.evaluation.success_fraction`` of its steps."""
+    """An episode succeeds when the goal holds in at least ``task.evaluation.success_fraction`` of the
+    steps it was given (``Episode.horizon``): steps cut off by an early termination count against it."""
     rows = [
         {
             "seed": ep.seed,
             "steps": len(ep),
+            "horizon": ep.horizon,
             "success_fraction": ep.success_fraction(),
             "success": ep.success_fraction() >= task.evaluation.success_fraction,
             "mean_progress": float(np.mean(ep.progress)),
