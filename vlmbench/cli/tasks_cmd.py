@@ -46,18 +46,23 @@ def show(name: str = typer.Argument(..., help="task id, alias or YAML path")) ->
 
 
 def check_builds(spec: TaskSpec, path: Path) -> None:
-    """Build the env (without rendering) so feature names are checked against the model."""
+    """Build the env (without rendering) and reset it, so that kwargs, feature names and indices are
+    checked against the env and success and progress are evaluated once, in the reset state."""
     from vlmbench.envs.task_env import make_env
 
     try:
         env = make_env(spec, render=False)
-        env.reset(seed=0)
-        env.close()
+        try:
+            env.reset(seed=0)
+        finally:
+            env.close()
     except VlmbenchError as exc:
         if exc.field is None:
             raise SpecError([f"{path}: {line}" for line in exc.lines()]) from None
         _, root = parse_yaml(path)
-        raise SpecError([f"{path}:{line_of(root, exc.field)}: {'.'.join(exc.field)}: {exc}"]) from None
+        where = ".".join(exc.field)
+        message = str(exc).removeprefix(f"task '{spec.id}': {where}: ")  # the file names the task
+        raise SpecError([f"{path}:{line_of(root, exc.field)}: {where}: {message}"]) from None
 
 
 @app.command("validate")
