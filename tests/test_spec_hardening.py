@@ -10,11 +10,14 @@ import os
 from pathlib import Path
 
 import pytest
+import yaml
 
 from console import one_line_error, vlmbench
+from vlmbench.cli.tasks_cmd import readable_yaml
 from vlmbench.errors import VlmbenchError
 from vlmbench.specs import catalogue
 from vlmbench.specs.catalogue import resolve_task
+from vlmbench.specs.loading import load_spec
 from vlmbench.specs.task import TaskSpec
 
 TASKS = catalogue.catalogue_dir("task")
@@ -323,3 +326,35 @@ def test_spec_evaluation_error_names_task_and_field():
         "float division by zero"
     )
     assert exc.value.field == ("success",)
+
+
+# -- `tasks show`: readable YAML that reads back as the same spec --------------------------------------------------
+def test_show_prints_expressions_as_written(tmp_path):
+    proc = vlmbench("tasks", "show", "cartpole-upright")
+    assert proc.returncode == 0, proc.stderr
+    assert SUCCESS + "\n" in proc.stdout and PROGRESS + "\n" in proc.stdout
+    kneel = vlmbench("tasks", "show", "humanoid-kneel")
+    assert "progress: |\n  clip((torso_upright - 0.3) / 0.5, 0, 1) * (0.5 * clip((0.42 - max(" in kneel.stdout
+    assert "\n     + 0.15 * (left_shin_floor + right_shin_floor) / 2\n" in kneel.stdout
+    assert "lookat: [0.0, 0.0, 0.85]\n" in kneel.stdout
+    saved = tmp_path / "kneel-copy.yaml"
+    saved.write_text(kneel.stdout)
+    assert vlmbench("tasks", "validate", str(saved), timeout=60).returncode == 0
+    assert load_spec(saved, TaskSpec) == resolve_task("humanoid-kneel")
+
+
+@pytest.mark.parametrize("task_id", [path.stem for path in sorted(TASKS.glob("*.yaml"))])
+def test_readable_yaml_round_trips_every_task(task_id):
+    spec = resolve_task(task_id)
+    assert TaskSpec.model_validate(yaml.safe_load(readable_yaml(spec.model_dump(mode="json")))) == spec
+
+
+@pytest.mark.parametrize("text", [
+    "", " ", "plain", "a: b", "# not a comment", "- dash", "'quoted'", '"double"', "yes", "null", "1.5", ".inf",
+    "trailing space ", " leading space", "line\n", "two\nlines", "two\nlines\n", "kept\n\n\n", "\n starts with a break",
+    "  indented\nnot", "tab\there", "x" * 200, "word " * 60 + "\n", ("word " * 30 + "\n") * 3, "caf\u00e9 \u03c0",
+    "more\n  indented\nless\n", "ends with colon:", "odd \x85 next line", "trailing spaces  \nnext",
+])
+def test_readable_yaml_round_trips_any_string(text):
+    data = {"value": text, "list": [text, 1.0], "numbers": [0.5, -2, 1e-300]}
+    assert yaml.safe_load(readable_yaml(data)) == data
