@@ -358,3 +358,35 @@ def test_readable_yaml_round_trips_every_task(task_id):
 def test_readable_yaml_round_trips_any_string(text):
     data = {"value": text, "list": [text, 1.0], "numbers": [0.5, -2, 1e-300]}
     assert yaml.safe_load(readable_yaml(data)) == data
+
+
+# -- --task and `tasks show` with paths ---------------------------------------------------------------------------
+@pytest.fixture
+def user_task(tmp_path) -> Path:
+    path = tmp_path / "my_task.txt"
+    path.write_text(CARTPOLE.replace("id: cartpole-upright", "id: my-task"))
+    return path
+
+
+def test_existing_file_without_yaml_suffix_is_read(user_task):
+    proc = vlmbench("tasks", "show", str(user_task))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("id: my-task\n")
+
+
+@pytest.mark.parametrize("relative", ["missing.yaml", "no/such/task", "folder"])
+def test_path_that_is_not_a_readable_file_is_one_error(relative, tmp_path):
+    (tmp_path / "folder").mkdir()
+    path = tmp_path / relative
+    proc = vlmbench("tasks", "show", str(path))
+    assert proc.returncode == 2
+    reason = "not a regular file" if relative == "folder" else "No such file or directory"
+    assert one_line_error(proc) == f"error: {path}: cannot read: {reason}"
+
+
+def test_catalogue_name_wins_over_a_file_of_that_name_and_a_bare_file_name_is_read(user_task):
+    (user_task.parent / "kneel").write_text("not a task")
+    proc = vlmbench("tasks", "show", "kneel", cwd=user_task.parent)
+    assert proc.returncode == 0 and proc.stdout.startswith("id: humanoid-kneel\n"), proc.stderr
+    proc = vlmbench("tasks", "show", user_task.name, cwd=user_task.parent)
+    assert proc.returncode == 0 and proc.stdout.startswith("id: my-task\n"), proc.stderr
