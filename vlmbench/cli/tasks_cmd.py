@@ -34,11 +34,34 @@ def list_tasks() -> None:
         console.print(f"[red]invalid:[/red] {name} ({problems[0]}); `vlmbench tasks validate` lists all problems")
 
 
+class ReadableDumper(yaml.SafeDumper):
+    """YAML as a person writes it: multi-line strings (expressions) as literal blocks, long ones folded,
+    lists of numbers on one line. Loading the text gives back the same data."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, text: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in text.rstrip("\n") else ">" if len(text) > 80 else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", text, style=style)  # PyYAML quotes when it must
+
+
+def _represent_list(dumper: yaml.SafeDumper, items: list) -> yaml.SequenceNode:
+    numbers = bool(items) and all(isinstance(item, (int, float)) for item in items)
+    return dumper.represent_sequence("tag:yaml.org,2002:seq", items, flow_style=numbers)
+
+
+ReadableDumper.add_representer(str, _represent_str)
+ReadableDumper.add_representer(list, _represent_list)
+
+
+def readable_yaml(data: object) -> str:
+    return yaml.dump(data, Dumper=ReadableDumper, sort_keys=False, width=100, allow_unicode=True)
+
+
 @app.command("show")
 def show(name: str = typer.Argument(..., help="task id, alias or YAML path")) -> None:
     """A task's full spec, defaults filled in."""
     spec = catalogue.resolve_task(name)
-    text = yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False, width=100)
+    text = readable_yaml(spec.model_dump(mode="json"))
     if console.is_terminal:
         console.print(Syntax(text, "yaml", theme="ansi_dark", word_wrap=True))
     else:  # piped: the YAML itself, unwrapped, so that it can be saved as a task file
@@ -46,18 +69,23 @@ def show(name: str = typer.Argument(..., help="task id, alias or YAML path")) ->
 
 
 def check_builds(spec: TaskSpec, path: Path) -> None:
-    """Build the env (without rendering) so feature names are checked against the model."""
+    """Build the env (without rendering) and reset it, so that kwargs, feature names and indices are
+    checked against the env and success and progress are evaluated once, in the reset state."""
     from vlmbench.envs.task_env import make_env
 
     try:
         env = make_env(spec, render=False)
-        env.reset(seed=0)
-        env.close()
+        try:
+            env.reset(seed=0)
+        finally:
+            env.close()
     except VlmbenchError as exc:
         if exc.field is None:
             raise SpecError([f"{path}: {line}" for line in exc.lines()]) from None
         _, root = parse_yaml(path)
-        raise SpecError([f"{path}:{line_of(root, exc.field)}: {'.'.join(exc.field)}: {exc}"]) from None
+        where = ".".join(exc.field)
+        message = str(exc).removeprefix(f"task '{spec.id}': {where}: ")  # the file names the task
+        raise SpecError([f"{path}:{line_of(root, exc.field)}: {where}: {message}"]) from None
 
 
 @app.command("validate")

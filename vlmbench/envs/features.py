@@ -19,6 +19,8 @@ from vlmbench.specs.task import (
 )
 
 _AXIS = {"x": 0, "y": 1, "z": 2}
+# entries a joint has in qpos and in qvel, by mujoco.mjtJoint: free, ball, slide, hinge
+_JOINT_WIDTHS = {0: ("free", 7, 6), 1: ("ball", 4, 3), 2: ("slide", 1, 1), 3: ("hinge", 1, 1)}
 Reader = Callable[[object, np.ndarray], float]  # (unwrapped env, last observation) -> value
 
 
@@ -53,12 +55,27 @@ def _geoms_of(model, name: str, feature: str) -> frozenset[int]:
     raise FeatureError(f"feature '{feature}': no body or geom '{name}'")
 
 
+def _check_index(name: str, index: int, size: int, what: str) -> None:
+    if index >= size:
+        entries = "1 entry (index 0)" if size == 1 else f"{size} entries (0 to {size - 1})"
+        raise FeatureError(f"feature '{name}': index {index} is out of range: {what} has {entries}")
+
+
 def _reader(name: str, spec, env) -> Reader:
     if isinstance(spec, ObservationFeature):
+        shape = env.observation_space.shape
+        if shape is None:
+            raise FeatureError(f"feature '{name}': the observation is not an array ({env.observation_space})")
+        _check_index(name, spec.index, int(np.prod(shape)), "the observation")
         return lambda _env, obs: float(np.asarray(obs).ravel()[spec.index])
     if isinstance(spec, StateFeature):
-        if not hasattr(env, "state"):
-            raise FeatureError(f"feature '{name}': environment has no 'state' vector")
+        try:
+            state = np.asarray(env.state, dtype=np.float64).ravel()
+        except AttributeError:
+            raise FeatureError(f"feature '{name}': environment has no 'state' vector") from None
+        except (TypeError, ValueError):
+            raise FeatureError(f"feature '{name}': the environment's 'state' is not a vector of numbers") from None
+        _check_index(name, spec.index, state.size, "the state vector")
         return lambda e, _obs: float(np.asarray(e.state).ravel()[spec.index])
     model = getattr(env, "model", None)
     if model is None:
@@ -70,9 +87,12 @@ def _reader(name: str, spec, env) -> Reader:
         if joint < 0:
             joints = [model.joint(i).name for i in range(model.njnt)]
             raise FeatureError(f"feature '{name}': no joint '{spec.joint}'; joints: {', '.join(joints)}")
+        joint_type, qpos_width, qvel_width = _JOINT_WIDTHS[int(model.jnt_type[joint])]
         if spec.kind == "joint_position":
+            _check_index(name, spec.index, qpos_width, f"the qpos of {joint_type} joint '{spec.joint}'")
             address = model.jnt_qposadr[joint] + spec.index
             return lambda e, _obs: float(e.data.qpos[address])
+        _check_index(name, spec.index, qvel_width, f"the qvel of {joint_type} joint '{spec.joint}'")
         address = model.jnt_dofadr[joint] + spec.index
         return lambda e, _obs: float(e.data.qvel[address])
     if isinstance(spec, BodyPositionFeature):

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import inspect
+import json
+import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 import mujoco
 import numpy as np
+from gymnasium.envs.registration import load_env_creator
+from pydantic import PydanticSchemaGenerationError, TypeAdapter, ValidationError
 
 import vlmbench.envs  # noqa: F401  (sets the headless GL backend before MuJoCo loads)
 from vlmbench.envs.features import FeatureReader
@@ -54,7 +60,7 @@ class TaskEnv(gym.Wrapper):
     # -- episode control -------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         if self.kind is None:
-            self.env.reset(seed=seed)
+            self._inner_reset(seed=seed)
             self.kind = state_kind(self.env.unwrapped)
         if self.features_of is None:
             self.features_of = FeatureReader(self.task, self.env.unwrapped)
@@ -62,10 +68,17 @@ class TaskEnv(gym.Wrapper):
             if seed is not None or self._seed_rng is None:
                 self._seed_rng = np.random.default_rng(seed)
             seed = int(self._seed_rng.integers(2**31 - 1))
-        obs, info = self.env.reset(seed=seed, options=options)
+        obs, info = self._inner_reset(seed=seed, options=options)
         self._reset_seed, self._actions = seed, []
         self._steps, self._absorbed, self._obs = 0, False, obs
         return obs, self._annotate(info, env_reward=0.0)
+
+    def _inner_reset(self, **kwargs):
+        try:
+            return self.env.reset(**kwargs)
+        except Exception as exc:  # noqa: BLE001 - the env's kwargs can make its reset fail in any way
+            problem = f"{self.task.env.id} failed to reset: {_brief(exc)}"
+            raise _spec_error(self.task, _env_field(self.task), problem) from None
 
     def step(self, action):
         self._steps += 1
@@ -156,9 +169,74 @@ class TaskEnv(gym.Wrapper):
         super().close()
 
 
-def _is_mujoco(env_id: str) -> bool:
-    entry = str(gym.spec(env_id).entry_point)
-    return "mujoco" in entry
+def _spec_error(task: TaskSpec, field: tuple[str, ...], problem: str) -> VlmbenchError:
+    """An error in the task spec's ``field`` (which `vlmbench tasks validate` turns into a file line)."""
+    error = VlmbenchError(f"task '{task.id}': {'.'.join(field)}: {problem}")
+    error.field = field
+    return error
+
+
+def _env_field(task: TaskSpec) -> tuple[str, ...]:
+    """Where an env that fails to build or reset is located in the spec: its kwargs, else its id."""
+    return ("env", "kwargs") if task.env.kwargs else ("env", "id")
+
+
+def _brief(exc: Exception) -> str:
+    """An exception in one short line (gymnasium appends the kwargs, which may be long, to its errors)."""
+    text = " ".join(str(exc).split(" was raised from the environment creator")[0].split())
+    text = text if len(text) <= 300 else text[:297] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _annotations(creator: Callable) -> dict[str, object]:
+    """Type annotations of the constructor's parameters, following ``**kwargs`` up the class hierarchy."""
+    if isinstance(creator, type):
+        owners = [cls.__init__ for cls in creator.__mro__ if "__init__" in vars(cls)]
+    else:
+        owners = [creator]
+    found: dict[str, object] = {}
+    for init in owners:
+        try:
+            parameters = inspect.signature(init).parameters.values()
+            hints = typing.get_type_hints(init)
+        except (TypeError, ValueError, NameError):  # no signature, or annotations that do not resolve
+            break
+        for parameter in parameters:
+            if parameter.name in hints and parameter.kind is not inspect.Parameter.VAR_KEYWORD:
+                found.setdefault(parameter.name, hints[parameter.name])
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+            break
+    return found
+
+
+def _check_kwargs(task: TaskSpec, entry_point: str | Callable) -> None:
+    """env.kwargs against the types the env's constructor declares (so that 'x' for a float, or 'no' for a
+    bool, is an error here and not a crash mid-training or a silent truthy value)."""
+    try:
+        creator = entry_point if callable(entry_point) else load_env_creator(entry_point)
+    except Exception as exc:  # noqa: BLE001 - the env's module may fail to import in any way
+        raise _spec_error(task, ("env", "id"), f"{task.env.id} cannot be loaded: {_brief(exc)}") from None
+    annotations = _annotations(creator)
+    for name, value in task.env.kwargs.items():
+        if name not in annotations:
+            continue  # an unknown name is reported when the env is built
+        annotation = annotations[name]
+        try:
+            adapter = TypeAdapter(annotation)
+        except PydanticSchemaGenerationError:  # e.g. numpy arrays: left to the env
+            continue
+        expected = getattr(annotation, "__name__", str(annotation))
+        try:
+            adapter.validate_json(json.dumps(value), strict=True)
+        except (TypeError, ValidationError):
+            raise _spec_error(task, ("env", "kwargs", name), f"expected {expected}, got {value!r}") from None
+
+
+def _build(task: TaskSpec, **kwargs: Any) -> gym.Env:
+    try:
+        return gym.make(task.env.id, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - an env's constructor may fail in any way on the kwargs it is given
+        raise _spec_error(task, _env_field(task), f"{task.env.id} cannot be built: {_brief(exc)}") from None
 
 
 def make_env(
@@ -166,21 +244,27 @@ def make_env(
 ) -> TaskEnv:
     """Build the task's environment. ``render=False`` skips all GL work (oracle judges need none)."""
     try:
-        mujoco_scene = _is_mujoco(task.env.id)
+        env_spec = gym.spec(task.env.id)
     except gym.error.Error as exc:
-        raise VlmbenchError(f"task '{task.id}': env.id: {exc}") from None
+        raise _spec_error(task, ("env", "id"), str(exc)) from None
+    mujoco_scene = "mujoco" in str(env_spec.entry_point)
+    _check_kwargs(task, env_spec.entry_point)
     kwargs: dict[str, Any] = dict(task.env.kwargs)
-    if not mujoco_scene and (task.render.camera or task.render.theme):
-        raise VlmbenchError(f"task '{task.id}': render.camera and render.theme apply to MuJoCo scenes only")
+    frame_skip, xml_file = kwargs.get("frame_skip"), kwargs.get("xml_file")
+    if mujoco_scene and isinstance(frame_skip, int) and frame_skip < 1:
+        raise _spec_error(task, ("env", "kwargs", "frame_skip"), f"must be at least 1, got {frame_skip}")
+    if mujoco_scene and isinstance(xml_file, str) and Path(xml_file).exists() and not Path(xml_file).is_file():
+        # MuJoCo would read a device forever, or wait on a FIFO
+        raise _spec_error(task, ("env", "kwargs", "xml_file"), f"'{xml_file}' is not a regular file")
+    for field in ("camera", "theme"):
+        if not mujoco_scene and getattr(task.render, field) is not None:
+            raise _spec_error(task, ("render", field), "applies to MuJoCo scenes only")
     if mujoco_scene and task.render.theme is not None:
-        probe = gym.make(task.env.id, **kwargs)
+        probe = _build(task, **kwargs)
         original = Path(probe.unwrapped.fullpath)
         probe.close()
         kwargs["xml_file"] = str(themed_xml(original, resolve_theme(task.render.theme)))
     if render and not mujoco_scene:
         kwargs["render_mode"] = "rgb_array"
-    try:
-        env = gym.make(task.env.id, max_episode_steps=task.env.episode_length, **kwargs)
-    except TypeError as exc:
-        raise VlmbenchError(f"task '{task.id}': env.kwargs: {exc}") from None
+    env = _build(task, max_episode_steps=task.env.episode_length, **kwargs)
     return TaskEnv(env, task, render=render, frames_in_info=frames_in_info, states_in_info=states_in_info)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import os
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -73,9 +74,11 @@ class Catalogue(Generic[M]):
         return sorted(self.directory.glob("*.yaml"))
 
     def resolve(self, name: str) -> M:
-        """A spec by id, alias or path to a YAML file."""
+        """A spec by id, alias or path to a file. A name ending in .yaml or .yml or holding a path separator
+        is always a path; any other name is looked up first, then read as a file if one exists."""
         as_path = Path(name)
-        if name.endswith((".yaml", ".yml")) or as_path.is_file():
+        separators = {os.sep, os.altsep} - {None}
+        if name.endswith((".yaml", ".yml")) or any(sep in name for sep in separators):
             return load_spec(as_path, self.model)
         self._load()
         key = self._aliases.get(name, name)
@@ -83,9 +86,10 @@ class Catalogue(Generic[M]):
             return self._entries[key][1]
         if key in self.broken:
             raise SpecError(self.broken[key])
+        if as_path.exists():
+            return load_spec(as_path, self.model)
         choices = list(self._entries) + list(self._aliases)
         raise UnknownNameError(self.kind, name, difflib.get_close_matches(name, choices, n=3, cutoff=0.4))
-
 
 
 def _identity(spec: BaseModel) -> str:

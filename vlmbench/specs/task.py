@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import keyword
+import math
 from functools import cached_property
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationInfo, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    StrictFloat,
+    StrictInt,
+    Tag,
+    ValidationInfo,
+    field_validator,
+)
 
-from vlmbench.specs.expressions import Expression, ExpressionError
+from vlmbench.errors import VlmbenchError
+from vlmbench.specs.expressions import CONSTANTS, FUNCTIONS, Expression, ExpressionError
 
 SOURCES = {
     "vlm-rm": "Rocamonde et al., Vision-Language Models are Zero-Shot Reward Models for RL (2023)",
@@ -18,16 +32,63 @@ SOURCES = {
 }
 
 
+MAX_EPISODE_LENGTH = 10_000_000
+MAX_EVALUATION_EPISODES = 10_000
+# gymnasium.make's own arguments and the render mode: vlmbench sets these itself
+RESERVED_KWARGS = {
+    "max_episode_steps": "use env.episode_length",
+    "disable_env_checker": "vlmbench decides whether the env checker runs",
+    "render_mode": "vlmbench chooses the render mode",
+}
+
+
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """Unknown fields are errors and floats must be finite (numeric fields are StrictInt or StrictFloat:
+    never converted from strings or booleans, and no int from a float)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+def _kwarg_name(name: str) -> str:
+    if name in RESERVED_KWARGS:
+        raise ValueError(f"'{name}' cannot be set here: {RESERVED_KWARGS[name]}")
+    return name
+
+
+def _no_nan(value: object) -> object:
+    """Reject NaN anywhere inside a free-form value (infinities are allowed: some envs take them)."""
+    pending, seen = [value], set()
+    while pending:
+        item = pending.pop()
+        if isinstance(item, float) and math.isnan(item):
+            raise ValueError("NaN is not allowed")
+        if isinstance(item, (dict, list, tuple)) and id(item) not in seen:
+            seen.add(id(item))
+            pending.extend([*item.keys(), *item.values()] if isinstance(item, dict) else item)
+    return value
+
+
+def _feature_name(name: str) -> str:
+    if not name.isidentifier() or name.startswith("_"):
+        raise ValueError(f"feature name '{name}' must be an identifier not starting with '_'")
+    if keyword.iskeyword(name):
+        raise ValueError(f"feature name '{name}' is a Python keyword")
+    if name in FUNCTIONS or name in CONSTANTS:
+        kind = "function" if name in FUNCTIONS else "constant"
+        raise ValueError(f"feature name '{name}' is taken by the expression {kind} '{name}'")
+    return name
 
 
 class EnvSpec(Strict):
     """The gymnasium environment, its length and how its own termination is treated."""
 
     id: str = Field(description="gymnasium environment id, e.g. 'Humanoid-v5'")
-    kwargs: dict[str, object] = Field(default_factory=dict, description="passed to gymnasium.make")
-    episode_length: int = Field(gt=0, description="steps per episode (a time limit, never success)")
+    kwargs: dict[Annotated[str, AfterValidator(_kwarg_name)], Annotated[object, AfterValidator(_no_nan)]] = Field(
+        default_factory=dict, description="passed to gymnasium.make, checked against the env's constructor"
+    )
+    episode_length: StrictInt = Field(
+        gt=0, le=MAX_EPISODE_LENGTH, description="steps per episode (a time limit, never success)"
+    )
     termination: Literal["keep", "never", "absorbing"] = Field(
         default="keep",
         description="keep: the env's own termination; never: ignore it (the episode runs to "
@@ -38,10 +99,10 @@ class EnvSpec(Strict):
 class CameraSpec(Strict):
     """A MuJoCo free or tracking camera."""
 
-    distance: float = Field(gt=0)
-    azimuth: float = 90.0
-    elevation: float = -20.0
-    lookat: tuple[float, float, float] = Field(
+    distance: StrictFloat = Field(gt=0)
+    azimuth: StrictFloat = 90.0
+    elevation: StrictFloat = -20.0
+    lookat: tuple[StrictFloat, StrictFloat, StrictFloat] = Field(
         default=(0.0, 0.0, 1.0),
         description="point looked at; with track_body, x and y are offsets from the body and z is absolute",
     )
@@ -52,10 +113,10 @@ class TextureSpec(Strict):
     """A procedural texture: MuJoCo's builtins, or 'noise' (a generated PNG, e.g. grass)."""
 
     pattern: Literal["checker", "gradient", "flat", "noise"]
-    rgb1: tuple[float, float, float]
-    rgb2: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    size: int = Field(default=512, ge=8, le=4096)
-    repeat: float = Field(default=8.0, gt=0, description="tiles across the floor")
+    rgb1: tuple[StrictFloat, StrictFloat, StrictFloat]
+    rgb2: tuple[StrictFloat, StrictFloat, StrictFloat] = (0.0, 0.0, 0.0)
+    size: StrictInt = Field(default=512, ge=8, le=4096)
+    repeat: StrictFloat = Field(default=8.0, gt=0, description="tiles across the floor")
 
     @field_validator("rgb1", "rgb2")
     @classmethod
@@ -90,10 +151,10 @@ THEMES: dict[str, ThemeSpec] = {
 
 
 class RenderSpec(Strict):
-    width: int = Field(default=224, ge=16, le=4096)
-    height: int = Field(default=224, ge=16, le=4096)
+    width: StrictInt = Field(default=224, ge=16, le=4096)
+    height: StrictInt = Field(default=224, ge=16, le=4096)
     camera: CameraSpec | None = Field(default=None, description="MuJoCo scenes only")
-    shadow_size: int = Field(
+    shadow_size: StrictInt = Field(
         default=1024,
         ge=0,
         le=16384,
@@ -145,14 +206,14 @@ class _Feature(Strict):
 
 class ObservationFeature(_Feature):
     kind: Literal["observation"]
-    index: int = Field(ge=0)
+    index: StrictInt = Field(ge=0)
 
 
 class StateFeature(_Feature):
     """An entry of a classic-control env's internal ``state`` vector."""
 
     kind: Literal["state"]
-    index: int = Field(ge=0)
+    index: StrictInt = Field(ge=0)
 
 
 class JointFeature(_Feature):
@@ -160,7 +221,7 @@ class JointFeature(_Feature):
 
     kind: Literal["joint_position", "joint_velocity"]
     joint: str
-    index: int = Field(default=0, ge=0)
+    index: StrictInt = Field(default=0, ge=0)
 
 
 class BodyPositionFeature(_Feature):
@@ -200,24 +261,24 @@ Feature = Annotated[
 
 
 class EvaluationSpec(Strict):
-    success_fraction: float = Field(
+    success_fraction: StrictFloat = Field(
         default=0.5, gt=0, le=1, description="an episode succeeds when the goal holds this often"
     )
-    episodes: int = Field(default=20, gt=0)
+    episodes: StrictInt = Field(default=20, gt=0, le=MAX_EVALUATION_EPISODES)
 
 
 class TaskSpec(Strict):
     """A declarative task: environment, camera, prompts and success detector."""
 
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
-    version: int = Field(default=1, ge=1)
+    version: StrictInt = Field(default=1, ge=1)
     aliases: list[str] = Field(default_factory=list)
     description: str = Field(min_length=1, description="the task, and its success detector in words")
     source: str = Field(description=f"one of: {', '.join(SOURCES)}")
     env: EnvSpec
     render: RenderSpec = RenderSpec()
     prompts: PromptSpec
-    features: dict[str, Feature] = Field(min_length=1)
+    features: dict[Annotated[str, AfterValidator(_feature_name)], Feature] = Field(min_length=1)
     success: str = Field(description="boolean expression over features: the goal holds")
     progress: str = Field(description="expression over features in [0, 1]: closeness to the goal")
     evaluation: EvaluationSpec = EvaluationSpec()
@@ -227,14 +288,6 @@ class TaskSpec(Strict):
     def _known_source(cls, v: str) -> str:
         if v not in SOURCES:
             raise ValueError(f"unknown source '{v}'; one of: {', '.join(SOURCES)}")
-        return v
-
-    @field_validator("features")
-    @classmethod
-    def _feature_names(cls, v: dict[str, object]) -> dict[str, object]:
-        for name in v:
-            if not name.isidentifier() or name.startswith("_"):
-                raise ValueError(f"feature name '{name}' must be an identifier not starting with '_'")
         return v
 
     @field_validator("success", "progress")
@@ -258,7 +311,15 @@ class TaskSpec(Strict):
         return Expression(self.progress, self.features)
 
     def is_success(self, features: dict[str, float]) -> bool:
-        return bool(self.success_expression(features))
+        return bool(self._evaluate("success", self.success_expression, features))
 
     def progress_of(self, features: dict[str, float]) -> float:
-        return float(self.progress_expression(features))
+        return float(self._evaluate("progress", self.progress_expression, features))
+
+    def _evaluate(self, field: str, expression: Expression, features: dict[str, float]) -> float | bool:
+        try:
+            return expression(features)
+        except ExpressionError as exc:
+            error = VlmbenchError(f"task '{self.id}': {field}: {exc}")
+            error.field = (field,)
+            raise error from None
