@@ -95,3 +95,16 @@ def test_judge_oracle_refuses_png_frames(rendered, tmp_path, capsys):
 def test_judge_needs_exactly_one_source(extra, capsys):
     assert main(["judge", "--task", "cartpole-upright", "--judge", "oracle", *extra]) == 2
     assert "give exactly one of --frames DIR or --rollout N" in capsys.readouterr().err
+
+
+def test_judge_params_and_run_settings_must_be_finite(tmp_path):
+    from console import one_line_error, vlmbench
+
+    judge = tmp_path / "inf-oracle.yaml"
+    judge.write_text("name: inf-oracle\ntype: oracle\nparams:\n  temperature: .inf\n")
+    proc = vlmbench("judges", "validate", str(judge))
+    assert proc.returncode == 2 and "params.temperature" in one_line_error(proc)
+    config = tmp_path / "run.yaml"
+    config.write_text("task: cartpole-upright\njudge: oracle\nfeedback:\n  lr: .nan\n")
+    proc = vlmbench("run", "--config", str(config), "--results", str(tmp_path / "runs"))
+    assert proc.returncode == 2 and f"{config}:4: feedback.lr" in one_line_error(proc)

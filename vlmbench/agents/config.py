@@ -13,7 +13,7 @@ MAX_SEED = 2**31 - 1
 class FeedbackConfig(BaseModel):
     """Reward learning from compare or rate judges (ignored for score judges)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     label_budget: int = Field(default=200, ge=1, description="most judge labels bought in the whole run")
     initial_fraction: float = Field(default=0.25, gt=0, le=1, description="share of the budget in round one")
@@ -48,7 +48,7 @@ class FeedbackConfig(BaseModel):
 class RunConfig(BaseModel):
     """Everything that determines a run; saved in its record and checked on resume."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     task: str
     judge: str

@@ -115,7 +115,7 @@ def prompt_hash(*parts: object) -> str:
 class JudgeParams(BaseModel):
     """Base class of each judge type's validated ``params``."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Judge:
