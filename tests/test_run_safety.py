@@ -354,3 +354,26 @@ def test_config_files_may_name_their_run_and_print_config_shows_every_field(tmp_
     proc = vlmbench("run", "--config", str(config), "--results", str(tmp_path / "runs"))
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "runs" / "my-run" / "eval.json").is_file()
+
+
+def test_a_damaged_agent_checkpoint_falls_back_to_the_previous_one(tmp_path, monkeypatch):
+    config = small_config()
+    monkeypatch.setattr(FeedbackLoop, "_on_rollout_end", _dies_at(1792, FeedbackLoop._on_rollout_end))
+    with pytest.raises(KeyboardInterrupt):
+        train(config, results_dir=tmp_path, name="agent")
+    monkeypatch.undo()
+    agent = tmp_path / "agent" / "checkpoints" / "agent.zip"
+    assert (tmp_path / "agent" / "checkpoints" / "agent.prev.zip").is_file()
+    agent.write_bytes(b"PK\x03\x04 not a zip any more")
+    notes = []
+    result = train(config, results_dir=tmp_path, name="agent", resume=True, log=notes.append)
+    assert any("agent.zip" in note and "damaged" in note and "agent.prev.zip" in note for note in notes)
+    assert_bought_once(result.folder, 40)
+
+
+def _dies_at(timesteps: int, original):
+    def dying(self):
+        if self.num_timesteps >= timesteps:
+            raise KeyboardInterrupt
+        return original(self)
+    return dying

@@ -14,7 +14,8 @@ from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
 
 from vlmbench.agents.algorithms import load_algorithm
-from vlmbench.files import atomic_write
+from vlmbench.errors import VlmbenchError
+from vlmbench.files import atomic_write, previous_of
 
 REPLAY_ARRAYS = ("observations", "next_observations", "actions", "rewards", "dones", "timeouts")
 
@@ -23,12 +24,13 @@ def _replay_path(folder: Path, stage: str) -> Path:
     return folder / f"{stage}_replay.npz"
 
 
-def save_replay_buffer(buffer: ReplayBuffer, path: Path) -> None:
+def save_replay_buffer(buffer: ReplayBuffer, path: Path, *, keep_previous: bool = False) -> None:
     """The filled part of an off-policy replay buffer (its size grows with steps taken, not capacity)."""
     filled = buffer.buffer_size if buffer.full else buffer.pos
     arrays = {name: getattr(buffer, name)[:filled] for name in REPLAY_ARRAYS
               if isinstance(getattr(buffer, name, None), np.ndarray)}
-    atomic_write(path, lambda tmp: np.savez(tmp, pos=buffer.pos, full=buffer.full, **arrays))
+    atomic_write(path, lambda tmp: np.savez(tmp, pos=buffer.pos, full=buffer.full, **arrays),
+                 keep_previous=keep_previous)
 
 
 def load_replay_buffer(buffer: ReplayBuffer, path: Path) -> None:
@@ -41,25 +43,40 @@ def load_replay_buffer(buffer: ReplayBuffer, path: Path) -> None:
 
 
 def save_agent(model: BaseAlgorithm, folder: Path, stage: str) -> int:
-    """Write the agent (and an off-policy replay buffer) atomically; returns the bytes written."""
+    """Write the agent (and an off-policy replay buffer) atomically, keeping the previous checkpoint
+    beside it as a fallback; returns the bytes written."""
     path = folder / f"{stage}.zip"
-    atomic_write(path, model.save)
+    atomic_write(path, model.save, keep_previous=True)
     written = path.stat().st_size
     if isinstance(model, OffPolicyAlgorithm):
-        save_replay_buffer(model.replay_buffer, _replay_path(folder, stage))
+        save_replay_buffer(model.replay_buffer, _replay_path(folder, stage), keep_previous=True)
         written += _replay_path(folder, stage).stat().st_size
     return written
 
 
-def load_agent(algorithm: str, folder: Path, stage: str, env: VecEnv, device: str) -> BaseAlgorithm | None:
-    """The agent saved by ``save_agent`` (with its replay buffer), or None if there is none."""
-    path = folder / f"{stage}.zip"
-    if not path.exists():
-        return None
-    model = load_algorithm(algorithm, str(path), env, device)
-    if isinstance(model, OffPolicyAlgorithm) and _replay_path(folder, stage).exists():
-        load_replay_buffer(model.replay_buffer, _replay_path(folder, stage))
-    return model
+def load_agent(algorithm: str, folder: Path, stage: str, env: VecEnv | None, device: str,
+               notes: list[str] | None = None) -> BaseAlgorithm | None:
+    """The agent saved by ``save_agent`` (with its replay buffer), or None if there is none. A damaged
+    checkpoint falls back to the previous one, with a line in ``notes`` saying so."""
+    path, replay = folder / f"{stage}.zip", _replay_path(folder, stage)
+    damaged = []
+    for agent_file, replay_file in ((path, replay), (previous_of(path), previous_of(replay))):
+        if not agent_file.exists():
+            continue
+        try:
+            model = load_algorithm(algorithm, str(agent_file), env, device)
+            if isinstance(model, OffPolicyAlgorithm) and replay_file.exists():
+                load_replay_buffer(model.replay_buffer, replay_file)
+        except Exception as exc:  # noqa: BLE001 - any damage: try the previous checkpoint
+            damaged.append(f"{agent_file.name} ({type(exc).__name__})")
+            continue
+        if damaged and notes is not None:
+            notes.append(f"checkpoint {damaged[0]} in {folder} is damaged; resumed from {agent_file.name}")
+        return model
+    if damaged:
+        raise VlmbenchError(f"the agent checkpoints in {folder} are damaged: {', '.join(damaged)}; delete "
+                            f"{stage}*.zip to train the agent from the start (the bought labels are kept)")
+    return None
 
 
 class CheckpointCallback(BaseCallback):

@@ -25,16 +25,16 @@ from stable_baselines3.common.utils import set_random_seed
 from vlmbench.agents.algorithms import make_algorithm, resolve_algorithm
 from vlmbench.agents.checkpoints import CheckpointCallback, ProgressCallback, load_agent, save_agent
 from vlmbench.agents.config import RunConfig
-from vlmbench.agents.feedback import STATE_FILE, FeedbackLoop
+from vlmbench.agents.feedback import FeedbackLoop
 from vlmbench.agents.score_relabel import ScoreRelabelCallback
 from vlmbench.agents.vec_env import JudgeRewardVecEnv, embedding_inputs, make_vec_env, observation_inputs
 from vlmbench.errors import VlmbenchError
+from vlmbench.files import atomic_write, write_json
 from vlmbench.judges.base import Judge, Question
 from vlmbench.judges.registry import build_judge
 from vlmbench.learning.reward_nets import RewardEnsemble
 from vlmbench.metrics.success import EvalResult, evaluate, summarise
 from vlmbench.plots import learning_curves
-from vlmbench.files import atomic_write, write_json
 from vlmbench.results.record import RunRecord, check_run_name, config_digest, library_versions, session_info
 from vlmbench.specs.catalogue import resolve_judge, resolve_task
 from vlmbench.specs.task import TaskSpec
@@ -235,12 +235,14 @@ class Run:
             total_timesteps=self.config.timesteps, seed=self.config.seed, record=self.record,
             save_to=self.record.checkpoints / "feedback",
         )
-        if (self.loop.save_to / STATE_FILE).exists() or self.loop.rounds_dir.exists():
-            for note in self.loop.load():
-                self._say(f"note: {note}")
+        for note in self.loop.load():  # a new run finds nothing to load
+            self._say(f"note: {note}")
 
     def _model(self, stage: str, algorithm: str, env: JudgeRewardVecEnv) -> BaseAlgorithm:
-        model = load_agent(algorithm, self.record.checkpoints, stage, env, self.config.device)
+        notes: list[str] = []
+        model = load_agent(algorithm, self.record.checkpoints, stage, env, self.config.device, notes)
+        for note in notes:
+            self._say(f"note: {note}")
         if model is not None:
             return model
         return make_algorithm(algorithm, env, seed=self.config.seed, kwargs=self.config.algo_kwargs,
@@ -381,7 +383,9 @@ def save_episode_media(task: TaskSpec, episode, summary: EvalResult, folder: Pat
     tiles = [captioned(episode.frames[t], [f"step {t + 1}", f"progress {episode.progress[t]:.2f}"],
                        highlight=episode.successes[t]) for t in picks]
     verdict = "success" if summary.episodes[0]["success"] else "failure"
-    title = f"{task.id}: evaluation episode ({verdict}, goal held {summary.episodes[0]['success_fraction']:.0%} of steps)"
+    shown = summary.episodes[0]
+    title = (f"{task.id}: evaluation episode ({verdict}, goal held in {shown['success_fraction']:.0%} "
+             f"of its {shown['horizon']} steps)")
     save(contact_sheet(tiles, columns=6, title=title), folder / "episode.png")
 
 
