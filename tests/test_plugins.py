@@ -126,13 +126,41 @@ def test_cli_judges_a_rollout_with_the_example(example, tmp_path):
     code = main(["judge", "--task", "cartpole-upright", "--judge", str(EXAMPLE_YAML), "--rollout", "4",
                  "--out", str(tmp_path)])
     assert code == 0
-    folder = tmp_path / "cartpole-upright--cartpole-pole-height"
+    folder = tmp_path / "cartpole-upright--cartpole-pole-height--score"
     assert (folder / "strip.png").stat().st_size > 0
     records = [json.loads(line) for line in (folder / "answers.jsonl").read_text().splitlines()]
     assert len(records) == 4
     values = {r["value"] for r in records if r["value"] is not None}
     assert len(values) > 1, records
     assert all(r["provenance"]["judge"] == "cartpole-pole-height" for r in records)
+
+
+def test_cli_judges_png_frames_by_file_name(example, tmp_path):
+    """Answers name the PNG each came from; each question writes its own folder."""
+    from PIL import Image
+
+    frames_dir = tmp_path / "frames"
+    frames_dir.mkdir()
+    angles = {"b_tilted.png": 60, "a_upright.png": 0, "c_fallen.png": 120}
+    for name, angle in angles.items():
+        Image.fromarray(cartpole_frame(angle).pixels).save(frames_dir / name)
+    argv = ["judge", "--task", "cartpole-upright", "--judge", str(EXAMPLE_YAML), "--frames", str(frames_dir),
+            "--out", str(tmp_path / "out")]
+    assert main([*argv, "--question", "score"]) == 0
+    assert main([*argv, "--question", "compare"]) == 0
+
+    def answers(question: str) -> list[dict]:
+        path = tmp_path / "out" / f"cartpole-upright--cartpole-pole-height--{question}" / "answers.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines()]
+
+    scores = {r["frame"]: r["value"] for r in answers("score")}
+    assert list(scores) == sorted(angles)
+    judge = load_judge_class("colour-height")("pole", load_judge_class("colour-height").Params())
+    task = resolve_task("cartpole-upright")
+    for name, angle in angles.items():  # each file's own answer, not its neighbour's
+        assert scores[name] == pytest.approx(judge.score(task, [cartpole_frame(angle)])[0].value)
+    pairs = [(r["frame"], r["versus"]) for r in answers("compare")]
+    assert pairs == [("a_upright.png", "b_tilted.png"), ("b_tilted.png", "c_fallen.png")]
 
 
 # -- (b) a plugin that fails to import ---------------------------------------------------------
