@@ -16,7 +16,15 @@ from rich.table import Table
 
 from vlmbench.errors import SpecError, VlmbenchError
 from vlmbench.judges.base import Answer, Frame, Question
-from vlmbench.judges.registry import JudgeLoadError, build_judge, judge_types, load_judge_class, shadowed_plugins
+from vlmbench.judges.registry import (
+    JudgeLoadError,
+    PluginScan,
+    build_judge,
+    judge_types,
+    load_judge_class,
+    scan_plugins,
+    shadowed_plugins,
+)
 from vlmbench.specs import catalogue
 from vlmbench.specs.judge_config import JudgeConfig
 from vlmbench.specs.loading import line_of, load_spec, parse_yaml, validation_problems
@@ -25,27 +33,46 @@ app = typer.Typer(help="List, show and validate judge configs.", no_args_is_help
 console = Console()
 
 
+def _load_failure(type_name: str, scan: PluginScan) -> str | None:
+    """Why the type's class does not load, or None when it does."""
+    try:
+        load_judge_class(type_name, scan)
+    except JudgeLoadError as exc:
+        return str(exc)
+    return None
+
+
 @app.command("list")
 def list_judges() -> None:
-    """Judge configs in judges/, and the judge types (built-in and plugins) they can use."""
-    types = judge_types()
+    """Judge configs in judges/, and the judge types (built-in and plugins) they can use, each loaded to check it."""
+    scan = scan_plugins()
+    types = judge_types(scan)
+    failures = {name: _load_failure(name, scan) for name in types}
     table = Table(title=f"judges ({catalogue.judges().directory})")
     for column in ("name", "type", "aliases", "description"):
         table.add_column(column, overflow="fold")
     for _, config in catalogue.judges().items():
-        kind = config.type if config.type in types else f"[red]{config.type} (unknown)[/red]"
+        kind = escape(config.type)
+        if config.type not in types:
+            kind = f"[red]{kind} (unknown)[/red]"
+        elif failures[config.type]:
+            kind = f"[red]{kind} (fails to load)[/red]"
         table.add_row(config.name, kind, ", ".join(config.aliases), config.description)
     console.print(table)
     for name, problems in catalogue.judges().broken.items():
         console.print(f"[red]invalid:[/red] {name} ({problems[0]}); `vlmbench judges validate` lists all problems")
     kinds = Table(title="judge types")
-    for column in ("type", "provided by", "target"):
-        kinds.add_column(column)
+    for column in ("type", "provided by", "target", "loads"):
+        kinds.add_column(column, overflow="fold")
     for jt in types.values():
-        kinds.add_row(jt.name, jt.origin, jt.target)
+        failure = failures[jt.name]
+        status = f"[red]no: {escape(failure)}[/red]" if failure else "[green]yes[/green]"
+        kinds.add_row(escape(jt.name), escape(jt.origin), escape(jt.target), status)
     console.print(kinds)
-    for clash in shadowed_plugins():
+    for clash in shadowed_plugins(scan):
         console.print(f"[yellow]ignored:[/yellow] {escape(clash)}")
+    for line in scan.unreadable:
+        console.print(f"[yellow]unreadable:[/yellow] {escape(line)}")
 
 
 @app.command("show")
