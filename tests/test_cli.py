@@ -59,7 +59,7 @@ def rendered(tmp_path_factory):
 
 def test_render_writes_frames_and_contact_sheet(rendered):
     frames = sorted(rendered.glob("ep00_step*.png"))
-    assert [p.name for p in frames] == [f"ep00_step{t:04d}.png" for t in range(6)]
+    assert [p.name for p in frames] == [f"ep00_step{t:04d}.png" for t in range(1, 7)]
     assert all(Image.open(p).size == (224, 224) for p in frames)
     width, height = Image.open(rendered / "contact_sheet.png").size
     assert width == 6 * 224 and 224 + 28 < height < 2 * 224  # one row of six captioned tiles under a title
@@ -72,7 +72,7 @@ def test_judge_rollout(question, lines, values, tmp_path, capsys):
     argv = ["judge", "--task", "cartpole-upright", "--judge", "oracle", "--rollout", "4", "--out", str(tmp_path)]
     assert main([*argv, "--question", question]) == 0
     assert f"oracle on cartpole-upright: {question}" in capsys.readouterr().out
-    folder = tmp_path / "cartpole-upright--oracle"
+    folder = tmp_path / f"cartpole-upright--oracle--{question}"
     assert Image.open(folder / "strip.png").size[0] >= 4 * 224
     records = [json.loads(line) for line in (folder / "answers.jsonl").read_text().splitlines()]
     assert len(records) == lines and [r["frame"] for r in records] == list(range(lines))

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import numpy as np
@@ -22,13 +23,23 @@ from rich.console import Console
 
 from vlmbench.cli import judges_cmd, main
 from vlmbench.judges.base import Frame, Judge
-from vlmbench.judges.registry import ENTRY_POINT_GROUP, JudgeLoadError, judge_types, load_judge_class
+from vlmbench.judges.registry import (
+    ENTRY_POINT_GROUP,
+    JudgeLoadError,
+    judge_types,
+    load_judge_class,
+    scan_plugins,
+    shadowed_plugins,
+)
 from vlmbench.specs.catalogue import resolve_task
+
+from console import one_line_error, vlmbench
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "vlmbench-judge-example"
 EXAMPLE_YAML = EXAMPLE / "judge.yaml"
 EXAMPLE_TARGET = "vlmbench_judge_example.judge:ColourHeightJudge"
-PLUGIN_MODULES = ("vlmbench_judge_example", "broken_judge_plugin", "not_a_judge_plugin")
+PLUGIN_MODULES = ("vlmbench_judge_example", "broken_judge_plugin", "not_a_judge_plugin", "exiting_judge_plugin",
+                  "interrupted_judge_plugin")
 
 
 @pytest.fixture(autouse=True)
@@ -107,12 +118,20 @@ def test_example_params_are_validated(example, tmp_path, capsys):
 # -- (a) registering the example through an entry point ----------------------------------------
 
 
-def test_example_is_listed_without_being_imported(example, capsys):
+def type_row(out: str, type_name: str) -> str:
+    """The row of ``judges list``'s judge-types table for one type (the console is wide enough not to wrap)."""
+    types_table = out[out.index(" judge types "):]
+    return next(line for line in types_table.splitlines() if line.startswith(f"│ {type_name} "))
+
+
+def test_example_is_known_without_being_imported(example, monkeypatch, capsys):
     jt = judge_types()["colour-height"]
     assert (jt.target, jt.origin) == (EXAMPLE_TARGET, "vlmbench-judge-example")
-    assert main(["judges", "list"]) == 0
-    assert "colour-height" in capsys.readouterr().out
     assert not any(n.startswith("vlmbench_judge_example") for n in sys.modules)
+    monkeypatch.setattr(judges_cmd, "console", Console(width=1000))
+    assert main(["judges", "list"]) == 0  # the list loads every type to show whether it works
+    row = type_row(capsys.readouterr().out, "colour-height")
+    assert "vlmbench-judge-example" in row and row.rstrip(" │").endswith("yes")
     cls = load_judge_class("colour-height")
     assert issubclass(cls, Judge) and cls.__name__ == "ColourHeightJudge"
 
@@ -126,13 +145,41 @@ def test_cli_judges_a_rollout_with_the_example(example, tmp_path):
     code = main(["judge", "--task", "cartpole-upright", "--judge", str(EXAMPLE_YAML), "--rollout", "4",
                  "--out", str(tmp_path)])
     assert code == 0
-    folder = tmp_path / "cartpole-upright--cartpole-pole-height"
+    folder = tmp_path / "cartpole-upright--cartpole-pole-height--score"
     assert (folder / "strip.png").stat().st_size > 0
     records = [json.loads(line) for line in (folder / "answers.jsonl").read_text().splitlines()]
     assert len(records) == 4
     values = {r["value"] for r in records if r["value"] is not None}
     assert len(values) > 1, records
     assert all(r["provenance"]["judge"] == "cartpole-pole-height" for r in records)
+
+
+def test_cli_judges_png_frames_by_file_name(example, tmp_path):
+    """Answers name the PNG each came from; each question writes its own folder."""
+    from PIL import Image
+
+    frames_dir = tmp_path / "frames"
+    frames_dir.mkdir()
+    angles = {"b_tilted.png": 60, "a_upright.png": 0, "c_fallen.png": 120}
+    for name, angle in angles.items():
+        Image.fromarray(cartpole_frame(angle).pixels).save(frames_dir / name)
+    argv = ["judge", "--task", "cartpole-upright", "--judge", str(EXAMPLE_YAML), "--frames", str(frames_dir),
+            "--out", str(tmp_path / "out")]
+    assert main([*argv, "--question", "score"]) == 0
+    assert main([*argv, "--question", "compare"]) == 0
+
+    def answers(question: str) -> list[dict]:
+        path = tmp_path / "out" / f"cartpole-upright--cartpole-pole-height--{question}" / "answers.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines()]
+
+    scores = {r["frame"]: r["value"] for r in answers("score")}
+    assert list(scores) == sorted(angles)
+    judge = load_judge_class("colour-height")("pole", load_judge_class("colour-height").Params())
+    task = resolve_task("cartpole-upright")
+    for name, angle in angles.items():  # each file's own answer, not its neighbour's
+        assert scores[name] == pytest.approx(judge.score(task, [cartpole_frame(angle)])[0].value)
+    pairs = [(r["frame"], r["versus"]) for r in answers("compare")]
+    assert pairs == [("a_upright.png", "b_tilted.png"), ("b_tilted.png", "c_fallen.png")]
 
 
 # -- (b) a plugin that fails to import ---------------------------------------------------------
@@ -145,10 +192,102 @@ def broken(register, tmp_path) -> Path:
     return judge_yaml(tmp_path, "broken-judge")
 
 
-def test_broken_plugin_is_still_listed(broken, capsys):
+def test_broken_plugin_is_listed_with_its_error(broken, monkeypatch, capsys):
+    monkeypatch.setattr(judges_cmd, "console", Console(width=1000))
     assert main(["judges", "list"]) == 0
     out = capsys.readouterr().out
-    assert "broken-judge" in out and "broken-plugin" in out
+    row = type_row(out, "broken-judge")
+    assert "broken-plugin" in row and "no: " in row and "ImportError: needs the frobnicate package" in row
+    assert type_row(out, "oracle").rstrip(" │").endswith("yes")
+
+
+@pytest.mark.parametrize("statement, error", [("sys.exit(3)", "SystemExit: 3"), ("sys.exit()", "SystemExit")])
+def test_plugin_exiting_at_import_is_a_load_failure(statement, error, register, tmp_path, monkeypatch, capsys):
+    """A plugin that calls sys.exit() while being imported must not end vlmbench."""
+    (tmp_path / "exiting_judge_plugin.py").write_text(f"import sys\n{statement}\n")
+    register("exiting-plugin", {"exiting-judge": "exiting_judge_plugin:ExitingJudge"})
+    with pytest.raises(JudgeLoadError, match=f"'exiting-judge' \\(exiting-plugin, .*failed to load: {error}$"):
+        load_judge_class("exiting-judge")
+    assert main(["judges", "validate", str(judge_yaml(tmp_path, "exiting-judge"))]) == 2
+    assert f"failed to load: {error}" in capsys.readouterr().err
+    monkeypatch.setattr(judges_cmd, "console", Console(width=1000))
+    assert main(["judges", "list"]) == 0
+    assert f"failed to load: {error}" in type_row(capsys.readouterr().out, "exiting-judge")
+
+
+def test_keyboard_interrupt_during_plugin_import_still_interrupts(register, tmp_path):
+    (tmp_path / "interrupted_judge_plugin.py").write_text("raise KeyboardInterrupt\n")
+    register("interrupted-plugin", {"interrupted-judge": "interrupted_judge_plugin:Judge"})
+    with pytest.raises(KeyboardInterrupt):
+        load_judge_class("interrupted-judge")
+
+
+def write_unreadable_distribution(folder: Path) -> None:
+    """An installed distribution whose entry_points.txt is Latin-1, not UTF-8."""
+    info = folder / "latin_plugin-0.1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: latin-plugin\nVersion: 0.1.0\n")
+    (info / "entry_points.txt").write_bytes(f"[{ENTRY_POINT_GROUP}]\ncafé = café:CaféJudge\n".encode("latin-1"))
+
+
+def test_unreadable_distribution_is_skipped_and_named(example, tmp_path, monkeypatch, capsys):
+    write_unreadable_distribution(tmp_path)
+    with pytest.raises(UnicodeDecodeError):  # what every command ran into when reading all entry points at once
+        entry_points(group=ENTRY_POINT_GROUP)
+    scan = scan_plugins()
+    assert [name for _, name in scan.entry_points] == ["vlmbench-judge-example"]
+    [line] = scan.unreadable
+    assert line.startswith(f"distribution 'latin-plugin' (in {tmp_path}): its entry points cannot be read (UnicodeDecodeError")
+    assert set(judge_types()) == {"clip", "oracle", "colour-height"}
+    with pytest.raises(JudgeLoadError, match="unknown judge type 'café'; known: clip, colour-height, oracle; "
+                                             "distribution 'latin-plugin'"):
+        load_judge_class("café")
+    monkeypatch.setattr(judges_cmd, "console", Console(width=1000))
+    assert main(["judges", "list"]) == 0
+    out = capsys.readouterr().out
+    assert f"unreadable: {line}" in out and type_row(out, "colour-height").rstrip(" │").endswith("yes")
+
+
+def test_only_the_first_distribution_of_a_name_counts(tmp_path, monkeypatch):
+    """As with importlib.metadata.entry_points(): a second copy further down sys.path is not a second plugin."""
+    for copy, target in [("first", "mod_a:A"), ("second", "mod_b:B")]:
+        info = tmp_path / copy / "twice_plugin-0.1.0.dist-info"
+        info.mkdir(parents=True)
+        (info / "METADATA").write_text("Metadata-Version: 2.1\nName: twice-plugin\nVersion: 0.1.0\n")
+        (info / "entry_points.txt").write_text(f"[{ENTRY_POINT_GROUP}]\ntwice = {target}\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "second"))
+    monkeypatch.syspath_prepend(str(tmp_path / "first"))
+    assert judge_types()["twice"].target == "mod_a:A"
+    assert [ep.value for ep, name in scan_plugins().entry_points if name == "twice-plugin"] == ["mod_a:A"]
+    assert not shadowed_plugins()
+
+
+def test_console_script_survives_broken_plugins(tmp_path):
+    """The installed `vlmbench` script, with an unreadable distribution, an exiting plugin and the example on PYTHONPATH."""
+    write_unreadable_distribution(tmp_path)
+    (tmp_path / "exiting_judge_plugin.py").write_text("import sys\nsys.exit(3)\n")
+    for dist, line in [("exiting-plugin", "exiting-judge = exiting_judge_plugin:ExitingJudge"),
+                       ("vlmbench-judge-example", f"colour-height = {EXAMPLE_TARGET}")]:
+        info = tmp_path / f"{dist.replace('-', '_')}-0.1.0.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1.0\n")
+        (info / "entry_points.txt").write_text(f"[{ENTRY_POINT_GROUP}]\n{line}\n")
+    path = os.pathsep.join([str(tmp_path), str(EXAMPLE), *filter(None, [os.environ.get("PYTHONPATH")])])
+    env = {"PYTHONPATH": path, "COLUMNS": "1000"}
+
+    listing = vlmbench("judges", "list", env=env)
+    assert listing.returncode == 0 and "Traceback" not in listing.stdout + listing.stderr, listing.stderr
+    assert type_row(listing.stdout, "colour-height").rstrip(" │").endswith("yes")
+    assert "failed to load: SystemExit: 3" in type_row(listing.stdout, "exiting-judge")
+    assert "unreadable: distribution 'latin-plugin'" in listing.stdout
+
+    invalid = vlmbench("judges", "validate", str(judge_yaml(tmp_path, "exiting-judge")), env=env)
+    assert invalid.returncode == 2 and "failed to load: SystemExit: 3" in one_line_error(invalid)
+
+    judged = vlmbench("judge", "--task", "cartpole-upright", "--judge", "oracle", "--rollout", "2", "--question",
+                      "score", "--out", str(tmp_path / "out"), env=env)  # a judge is resolved as in `run`
+    assert judged.returncode == 0, judged.stderr
+    assert (tmp_path / "out" / "cartpole-upright--oracle--score" / "answers.jsonl").exists()
 
 
 @pytest.mark.parametrize("command", ["validate", "judge"])

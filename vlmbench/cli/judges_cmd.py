@@ -16,7 +16,15 @@ from rich.table import Table
 
 from vlmbench.errors import SpecError, VlmbenchError
 from vlmbench.judges.base import Answer, Frame, Question
-from vlmbench.judges.registry import JudgeLoadError, build_judge, judge_types, load_judge_class, shadowed_plugins
+from vlmbench.judges.registry import (
+    JudgeLoadError,
+    PluginScan,
+    build_judge,
+    judge_types,
+    load_judge_class,
+    scan_plugins,
+    shadowed_plugins,
+)
 from vlmbench.specs import catalogue
 from vlmbench.specs.judge_config import JudgeConfig
 from vlmbench.specs.loading import line_of, load_spec, parse_yaml, validation_problems
@@ -25,27 +33,46 @@ app = typer.Typer(help="List, show and validate judge configs.", no_args_is_help
 console = Console()
 
 
+def _load_failure(type_name: str, scan: PluginScan) -> str | None:
+    """Why the type's class does not load, or None when it does."""
+    try:
+        load_judge_class(type_name, scan)
+    except JudgeLoadError as exc:
+        return str(exc)
+    return None
+
+
 @app.command("list")
 def list_judges() -> None:
-    """Judge configs in judges/, and the judge types (built-in and plugins) they can use."""
-    types = judge_types()
+    """Judge configs in judges/, and the judge types (built-in and plugins) they can use, each loaded to check it."""
+    scan = scan_plugins()
+    types = judge_types(scan)
+    failures = {name: _load_failure(name, scan) for name in types}
     table = Table(title=f"judges ({catalogue.judges().directory})")
     for column in ("name", "type", "aliases", "description"):
         table.add_column(column, overflow="fold")
     for _, config in catalogue.judges().items():
-        kind = config.type if config.type in types else f"[red]{config.type} (unknown)[/red]"
+        kind = escape(config.type)
+        if config.type not in types:
+            kind = f"[red]{kind} (unknown)[/red]"
+        elif failures[config.type]:
+            kind = f"[red]{kind} (fails to load)[/red]"
         table.add_row(config.name, kind, ", ".join(config.aliases), config.description)
     console.print(table)
     for name, problems in catalogue.judges().broken.items():
         console.print(f"[red]invalid:[/red] {name} ({problems[0]}); `vlmbench judges validate` lists all problems")
     kinds = Table(title="judge types")
-    for column in ("type", "provided by", "target"):
-        kinds.add_column(column)
+    for column in ("type", "provided by", "target", "loads"):
+        kinds.add_column(column, overflow="fold")
     for jt in types.values():
-        kinds.add_row(jt.name, jt.origin, jt.target)
+        failure = failures[jt.name]
+        status = f"[red]no: {escape(failure)}[/red]" if failure else "[green]yes[/green]"
+        kinds.add_row(escape(jt.name), escape(jt.origin), escape(jt.target), status)
     console.print(kinds)
-    for clash in shadowed_plugins():
+    for clash in shadowed_plugins(scan):
         console.print(f"[yellow]ignored:[/yellow] {escape(clash)}")
+    for line in scan.unreadable:
+        console.print(f"[yellow]unreadable:[/yellow] {escape(line)}")
 
 
 @app.command("show")
@@ -80,13 +107,14 @@ def validate(paths: list[Path] = typer.Argument(None, help="YAML files (default:
         raise SpecError(problems)
 
 
-def _frames_from_dir(folder: Path) -> list[Frame]:
+def _frames_from_dir(folder: Path) -> tuple[list[Frame], list[str]]:
+    """The folder's PNG frames in file-name order, and their file names."""
     from PIL import Image
 
     files = sorted(p for p in folder.glob("*.png") if p.name != "contact_sheet.png")
     if not files:
         raise VlmbenchError(f"--frames: no PNG files in {folder}")
-    return [Frame(pixels=np.asarray(Image.open(p).convert("RGB"))) for p in files]
+    return [Frame(pixels=np.asarray(Image.open(p).convert("RGB"))) for p in files], [p.name for p in files]
 
 
 def _value_text(question: Question, answer: Answer, classes: list[str] | None) -> str:
@@ -106,7 +134,12 @@ def judge(
     seed: int = typer.Option(0, "--seed"),
     out: Path = typer.Option(Path("results/judgements"), "--out"),
 ) -> None:
-    """Ask a judge about frames and print its answers; writes a PNG strip and answers.jsonl."""
+    """Ask a judge about frames and print its answers; writes a PNG strip and answers.jsonl.
+
+    They go to OUT/<task>--<judge>--<question>/. Each answer names its frame: the file name with
+    --frames, the frame's position among the N (from 0) with --rollout; a compare answer also
+    names the frame it was compared with.
+    """
     from vlmbench.plots import captioned, contact_sheet, save
 
     if (frames_dir is None) == (rollout_frames is None):
@@ -116,7 +149,7 @@ def judge(
     judge_ = build_judge(config, source=config.name)
     question = question or next(q for q in (Question.SCORE, Question.RATE, Question.COMPARE) if judge_.can_answer(q))
     if frames_dir is not None:
-        frames, truth = _frames_from_dir(frames_dir), None
+        (frames, names), truth = _frames_from_dir(frames_dir), None
     else:
         from vlmbench.envs.rollout import rollout
 
@@ -126,6 +159,7 @@ def judge(
         picks = np.linspace(0, len(steps) - 1, rollout_frames).round().astype(int)
         frames = [Frame(ep.frames[t], ep.features[t]) for ep, t in (steps[i] for i in picks)]
         truth = [(ep.successes[t], ep.progress[t]) for ep, t in (steps[i] for i in picks)]
+        names = list(range(len(frames)))
     if not judge_.needs_pixels and frames[0].features is None:
         raise VlmbenchError(f"judge '{config.name}' reads simulator features, which PNG frames lack: use --rollout")
     classes = spec.prompts.rating.classes if spec.prompts.rating else None
@@ -140,18 +174,21 @@ def judge(
     for column in ("frame", "answer", "success", "progress", "cached"):
         table.add_column(column)
     tiles, records = [], []
+    short = [Path(str(name)).stem for name in names]  # captions are narrow: no ".png"
     for i, answer in enumerate(answers):
-        label = f"{i}" if question is not Question.COMPARE else f"{i} vs {i + 1}"
+        compared = question is Question.COMPARE
+        label = f"{names[i]} vs {names[i + 1]}" if compared else f"{names[i]}"
         text = _value_text(question, answer, classes)
         success, progress = truth[i] if truth else (None, None)
-        table.add_row(label, text, "-" if success is None else str(success),
+        table.add_row(escape(label), escape(text), "-" if success is None else str(success),
                       "-" if progress is None else f"{progress:.3f}", str(answer.provenance.cached))
-        tiles.append(captioned(frames[i].pixels, [f"{label}: {text}"], highlight=success))
-        records.append({"frame": i, **answer.to_dict()})
+        caption = f"{short[i]} vs {short[i + 1]}" if compared else short[i]
+        tiles.append(captioned(frames[i].pixels, [caption, text], highlight=success))
+        records.append({"frame": names[i], **({"versus": names[i + 1]} if compared else {}), **answer.to_dict()})
     if question is Question.COMPARE:
-        tiles.append(captioned(frames[-1].pixels, [f"{len(frames) - 1}"], highlight=truth[-1][0] if truth else None))
+        tiles.append(captioned(frames[-1].pixels, [short[-1]], highlight=truth[-1][0] if truth else None))
     console.print(table)
-    folder = out / f"{spec.id}--{config.name}"
+    folder = out / f"{spec.id}--{config.name}--{question.value}"
     strip = save(contact_sheet(tiles, columns=min(8, len(tiles)), title=f"{config.name} {question.value}: {spec.id}"),
                  folder / "strip.png")
     (folder / "answers.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))

@@ -9,6 +9,7 @@ from PIL import Image
 from rich.console import Console
 
 from vlmbench.cli.progress import bar
+from vlmbench.errors import VlmbenchError
 from vlmbench.specs.catalogue import resolve_task
 
 console = Console()
@@ -17,18 +18,27 @@ console = Console()
 def render(
     task: str = typer.Option(..., "--task", "-t", help="task id, alias or YAML path"),
     out: Path = typer.Option(Path("results/renders"), "--out", help="output folder"),
-    steps: int = typer.Option(None, "--steps", help="steps per episode (default: the task's length)"),
+    steps: int = typer.Option(None, "--steps", help="steps per episode, at most the task's length (the default)"),
     episodes: int = typer.Option(1, "--episodes", min=1),
     workers: int = typer.Option(1, "--workers", min=1, help="worker processes rendering in parallel"),
     seed: int = typer.Option(0, "--seed"),
     sheet_frames: int = typer.Option(24, "--sheet-frames", min=1, help="frames shown on the contact sheet"),
 ) -> None:
-    """Roll out a random policy and save its frames and a contact sheet."""
+    """Roll out a random policy and save its frames and a contact sheet.
+
+    The frame after step S of episode E (episodes count from 0, episode E reset with seed + E;
+    steps from 1) is saved as epEE_stepSSSS.png and captioned "ep E step S".
+    """
     from vlmbench.envs.rollout import rollout
     from vlmbench.plots import captioned, contact_sheet, save
 
     spec = resolve_task(task)
-    length = min(steps or spec.env.episode_length, spec.env.episode_length)
+    if steps is not None and not 1 <= steps <= spec.env.episode_length:
+        raise VlmbenchError(
+            f"--steps {steps}: give 1 to {spec.env.episode_length}; {spec.id} episodes end after "
+            f"{spec.env.episode_length} steps (env.episode_length), so use --episodes for more frames"
+        )
+    length = steps or spec.env.episode_length
     with bar() as progress:
         job = progress.add_task(f"render {spec.id}", total=episodes * length, status="")
         eps = rollout(
@@ -40,7 +50,7 @@ def render(
     tiles = []
     for e, ep in enumerate(eps):
         for t, frame in enumerate(ep.frames):
-            Image.fromarray(frame).save(folder / f"ep{e:02d}_step{t:04d}.png")
+            Image.fromarray(frame).save(folder / f"ep{e:02d}_step{t + 1:04d}.png")
     flat = [(e, t, ep) for e, ep in enumerate(eps) for t in range(len(ep))]
     stride = max(1, len(flat) // sheet_frames)
     for e, t, ep in flat[::stride][:sheet_frames]:

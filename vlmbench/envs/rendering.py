@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import sys
 
+import mujoco
 import numpy as np
 
 from vlmbench.errors import VlmbenchError
@@ -68,8 +69,6 @@ class MujocoCamera:
     def __init__(self, model, render: RenderSpec):
         import os
 
-        import mujoco
-
         load_llvm_users_before_gl()
         if render.shadow_size:
             model.vis.quality.shadowsize = render.shadow_size
@@ -111,7 +110,27 @@ class MujocoCamera:
             self.camera.lookat[:2] = data.xpos[self.track_body][:2] + self.offset[:2]
             self.camera.lookat[2] = self.offset[2]
         self.renderer.update_scene(data, camera=self.camera)
+        self._aim_shadow_lights()
         return self.renderer.render().copy()
+
+    def _aim_shadow_lights(self) -> None:
+        """Place each shadow-casting directional light far back along its direction, above the look-at point.
+
+        MuJoCo draws a directional light's shadow map from the light's position, with an orthographic
+        box ``vis.map.shadowclip * extent`` wide and the camera's near..far depth range. Gymnasium's
+        scenes put the light at 1.3 m, so everything higher (a standing humanoid's torso, head and
+        raised arms) cast no shadow, leaving fragments and hollow outlines; and the floor sat at the
+        near end of the depth range, where software GL (llvmpipe) compares the floor with its own
+        shadow-map depth too coarsely, so the floor shadowed itself in black specks on the distant
+        grass. Three quarters of the depth range back, every body casts and the floor compares
+        cleanly (specks vanished from a quarter of the range on); the box follows the camera. A
+        directional light shines the same from any position, so nothing else in the frame changes.
+        """
+        scene = self.renderer.scene
+        distance = 0.75 * scene.camera[0].frustum_far
+        for light in scene.lights[: scene.nlight]:
+            if light.castshadow and light.type == mujoco.mjtLightType.mjLIGHT_DIRECTIONAL:
+                light.pos[:] = self.camera.lookat - distance * light.dir
 
     def close(self) -> None:
         self.renderer.close()
