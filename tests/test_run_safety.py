@@ -162,7 +162,7 @@ def test_a_torn_last_query_line_is_dropped_and_reported(tmp_path, monkeypatch):
 
 def test_a_damaged_loop_state_falls_back_to_the_previous_one_keeping_every_label(tmp_path, monkeypatch):
     config = small_config()
-    interrupt_writing(monkeypatch, "round-0001.pkl")
+    monkeypatch.setattr(FeedbackLoop, "_on_rollout_end", _dies_at(1792, FeedbackLoop._on_rollout_end))
     with pytest.raises(KeyboardInterrupt):
         train(config, results_dir=tmp_path, name="damaged")
     monkeypatch.undo()
@@ -262,7 +262,10 @@ def test_timing_adds_up_sessions_and_evaluations_fall_where_an_uninterrupted_run
     def evaluated(folder):
         return [int(r["timesteps"]) for r in curves(folder) if r["success_rate"] and r["stage"] == "agent"]
 
-    assert evaluated(parts.folder) == evaluated(whole.folder) == [0, 1024, 2048, 3072]
+    assert evaluated(parts.folder) == evaluated(whole.folder) == [0, 1024, 2048]
+    # restored generators, env states and feedback state: the resumed run is the uninterrupted one
+    for name in ("queries.jsonl", "curves.csv", "eval.json"):
+        assert (parts.folder / name).read_bytes() == (whole.folder / name).read_bytes(), name
     timing = json.loads((parts.folder / "timing.json").read_text())
     assert len(timing["sessions"]) == 2 and timing["resumed"] is True
     assert timing["wall_seconds"] == pytest.approx(sum(s["wall_seconds"] for s in timing["sessions"]), abs=1e-3)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import pickle
+import random
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import torch
 from rich.progress import Progress
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.buffers import ReplayBuffer
@@ -72,6 +75,8 @@ def load_agent(algorithm: str, folder: Path, stage: str, env: VecEnv | None, dev
             continue
         if damaged and notes is not None:
             notes.append(f"checkpoint {damaged[0]} in {folder} is damaged; resumed from {agent_file.name}")
+        if not damaged:  # the runtime state belongs to the newest checkpoint only
+            restore_runtime(model, runtime_path(folder, stage))
         return model
     if damaged:
         raise VlmbenchError(f"the agent checkpoints in {folder} are damaged: {', '.join(damaged)}; delete "
@@ -79,11 +84,53 @@ def load_agent(algorithm: str, folder: Path, stage: str, env: VecEnv | None, dev
     return None
 
 
-class CheckpointCallback(BaseCallback):
-    """At the first rollout end after every ``every`` timesteps: save, then ``on_checkpoint(model)``.
+def runtime_path(folder: Path, stage: str) -> Path:
+    return folder / f"{stage}_runtime.pkl"
 
-    Saving at rollout ends (after the reward callbacks ran) means a checkpointed replay buffer never
-    holds transitions whose judge rewards are still to be filled in.
+
+def save_runtime(model: BaseAlgorithm, path: Path) -> None:
+    """What SB3's own save leaves out and a resume needs to continue as if never stopped: the global
+    random generators, each env's simulator state and generator, and the observations the next
+    step starts from."""
+    env = model.get_env()
+    state = {
+        "torch": torch.get_rng_state(), "numpy": np.random.get_state(), "random": random.getstate(),
+        "envs": env.env_method("get_state"), "env_rngs": [g.bit_generator.state for g in env.get_attr("np_random")],
+        "last_obs": model._last_obs, "episode_starts": model._last_episode_starts,
+    }
+    atomic_write(path, lambda tmp: tmp.write_bytes(pickle.dumps(state)), keep_previous=True)
+
+
+def restore_runtime(model: BaseAlgorithm, path: Path) -> bool:
+    """Undo ``save_runtime`` on a freshly loaded agent; False (nothing restored) if there is no usable file."""
+    try:
+        with open(path, "rb") as fh:
+            state = pickle.load(fh)  # noqa: S301 - the run's own checkpoint file
+    except Exception:  # noqa: BLE001 - missing or damaged: the env starts new episodes instead
+        return False
+    env = model.get_env()
+    if env is None:
+        return False
+    env.reset()  # envs learn their kind at their first reset; every state and generator is then replaced
+    for i, (sim_state, rng_state) in enumerate(zip(state["envs"], state["env_rngs"], strict=True)):
+        env.env_method("set_state", sim_state, indices=[i])
+        generator = np.random.Generator(np.random.PCG64())
+        generator.bit_generator.state = rng_state
+        env.set_attr("np_random", generator, indices=[i])
+    model._last_obs, model._last_episode_starts = state["last_obs"], state["episode_starts"]
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["random"])
+    return True
+
+
+class CheckpointCallback(BaseCallback):
+    """At the first rollout start after every ``every`` timesteps: save, ``on_checkpoint(model, bytes)``,
+    then the runtime state.
+
+    A rollout starts after the previous one was relabelled (score judges), used for feedback rounds
+    and trained on, so a checkpoint holds no half-finished step of the learning loop, and a resumed
+    run repeats nothing the interrupted one did before it.
     """
 
     def __init__(self, folder: Path, stage: str, every: int, on_checkpoint: Callable[[BaseAlgorithm, int], None]):
@@ -92,15 +139,16 @@ class CheckpointCallback(BaseCallback):
         self._last = 0
 
     def _on_training_start(self) -> None:
-        self._last = self.num_timesteps
+        self._last = self.model.num_timesteps
 
     def _on_step(self) -> bool:
         return True
 
-    def _on_rollout_end(self) -> None:
-        if self.num_timesteps - self._last >= self.every:
-            self._last = self.num_timesteps
+    def _on_rollout_start(self) -> None:
+        if self.model.num_timesteps - self._last >= self.every:
+            self._last = self.model.num_timesteps
             self.on_checkpoint(self.model, save_agent(self.model, self.folder, self.stage))
+            save_runtime(self.model, runtime_path(self.folder, self.stage))
 
 
 class ProgressCallback(BaseCallback):

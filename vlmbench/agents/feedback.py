@@ -9,8 +9,9 @@ Nothing bought is lost or bought twice. A round first writes the items it will a
 (``rounds/round-NNNN.pending.pkl``); every answer is appended to the run's query log as it
 arrives, under a query id; the finished round is written once (``rounds/round-NNNN.pkl``). A
 resumed round asks only what the log does not already answer. The rest of the loop's state
-(counters, buffer, generator, reward model) is one file replaced atomically, with its previous
-version kept as a fallback.
+(counters, buffer, generator, reward model) is saved with each agent checkpoint, one file
+replaced atomically with its previous version kept as a fallback; a round bought after that
+checkpoint is taken from its file when the resumed run comes to it again.
 """
 
 from __future__ import annotations
@@ -135,13 +136,17 @@ class FeedbackLoop(BaseCallback):
         return self.rounds_dir / f"round-{index:04d}{'.pending' if pending else ''}.pkl"
 
     def run_round(self) -> None:
-        """Buy the round's labels (unless a finished round file has them), then refit and save."""
+        """Buy the round's labels, or take them from the round's file if an earlier session bought
+        them (after the checkpoint this run resumed from), then refit the reward model."""
         index = self.state.rounds_done
-        if not self._round_file(index).exists():
-            self._buy_round(index)
+        if self._round_file(index).exists():
+            kept = _load_pickle(self._round_file(index))
+            self.rng.bit_generator.state = kept["rng"]
+        else:
+            kept = self._buy_round(index)
+        self._add_labels(kept["items"], [Answer.from_dict(a) for a in kept["answers"]])
         self._train()
         self.state.rounds_done += 1
-        self.save()
 
     def _sample(self, n: int) -> list:
         if self.mode == "preference":
@@ -155,7 +160,7 @@ class FeedbackLoop(BaseCallback):
             return self.judge.compare(self.task, [(a.frames, b.frames) for a, b in items])
         return self.judge.rate(self.task, [s.frames for s in items])
 
-    def _buy_round(self, index: int) -> None:
+    def _buy_round(self, index: int) -> dict:
         """Choose the round's items (or take those an interrupted attempt chose), ask the judge what
         the query log does not already answer, logging each chunk of answers as it arrives."""
         pending = self._round_file(index, pending=True)
@@ -182,10 +187,11 @@ class FeedbackLoop(BaseCallback):
                 keys = [s.key for s in items[i]] if isinstance(items[i], tuple) else [items[i].key]
                 lines.append(RunRecord.query_line(ids[i], index, timesteps, keys, answer))
             self.record.log_queries(lines)
-        kept = {"items": [_strip_frames(item) for item in items], "answers": [answers[q].to_dict() for q in ids]}
+        kept = {"items": [_strip_frames(item) for item in items], "answers": [answers[q].to_dict() for q in ids],
+                "rng": self.rng.bit_generator.state}
         atomic_write(self._round_file(index), lambda tmp: tmp.write_bytes(pickle.dumps(kept)))
         pending.unlink(missing_ok=True)
-        self._add_labels(kept["items"], [answers[q] for q in ids])
+        return kept
 
     def _add_labels(self, items: list, answers: list[Answer]) -> None:
         for item, answer in zip(items, answers, strict=True):
@@ -247,10 +253,9 @@ class FeedbackLoop(BaseCallback):
             self.ensemble.load_state_dict(saved["reward_model"])
         self.dataset = type(self.dataset)()
         self.state.labels_bought, self.state.abstained, self.state.cost_usd = 0, 0, 0.0
-        finished = sorted(self.rounds_dir.glob("round-[0-9][0-9][0-9][0-9].pkl"))
-        for round_file in finished:
-            kept = _load_pickle(round_file)
+        # The labels of the rounds this state has fitted; later round files (bought after the state
+        # was saved) are taken up again when their rounds come due.
+        for index in range(self.state.rounds_done):
+            kept = _load_pickle(self._round_file(index))
             self._add_labels(kept["items"], [Answer.from_dict(a) for a in kept["answers"]])
-        # Rounds bought after the state was saved (a fallback, or a kill before the save) still need their fit.
-        self.state.rounds_done = min(self.state.rounds_done, len(finished))
         return notes

@@ -23,7 +23,14 @@ from stable_baselines3.common.callbacks import CallbackList
 from stable_baselines3.common.utils import set_random_seed
 
 from vlmbench.agents.algorithms import make_algorithm, resolve_algorithm
-from vlmbench.agents.checkpoints import CheckpointCallback, ProgressCallback, load_agent, save_agent
+from vlmbench.agents.checkpoints import (
+    CheckpointCallback,
+    ProgressCallback,
+    load_agent,
+    runtime_path,
+    save_agent,
+    save_runtime,
+)
 from vlmbench.agents.config import RunConfig
 from vlmbench.agents.feedback import FeedbackLoop
 from vlmbench.agents.score_relabel import ScoreRelabelCallback
@@ -279,6 +286,7 @@ class Run:
                 model.learn(remaining, callback=CallbackList(callbacks), reset_num_timesteps=model.num_timesteps == 0,
                             tb_log_name=stage)
             save_agent(model, self.record.checkpoints, stage)
+            save_runtime(model, runtime_path(self.record.checkpoints, stage))
             if self.loop is not None:
                 self.loop.save()
         finally:
