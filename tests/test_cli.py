@@ -108,3 +108,19 @@ def test_judge_params_and_run_settings_must_be_finite(tmp_path):
     config.write_text("task: cartpole-upright\njudge: oracle\nfeedback:\n  lr: .nan\n")
     proc = vlmbench("run", "--config", str(config), "--results", str(tmp_path / "runs"))
     assert proc.returncode == 2 and f"{config}:4: feedback.lr" in one_line_error(proc)
+
+
+@pytest.mark.parametrize("args", [
+    [], ["rnu"], ["tasks", "shw"], ["run", "--bogus"], ["run", "--seed", "x"], ["run", "--timesteps", "1e12"],
+    ["judge", "--rollout", "1", "-t", "cartpole", "-j", "oracle"], ["render", "--task", "cartpole", "--workers", "0"],
+])
+def test_usage_errors_exit_2_without_a_traceback(args):
+    from console import one_line_error, vlmbench
+
+    proc = vlmbench(*args)
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    if args:  # a mistake: one line naming it and where to look
+        text = one_line_error(proc)
+        assert len(text.splitlines()) == 1 and text.startswith("error: ") and "--help" in text
+    else:  # bare `vlmbench`: its help
+        assert "Traceback" not in proc.stdout + proc.stderr and "Usage: vlmbench" in proc.stdout

@@ -220,6 +220,9 @@ def test_clip_score_path_renders_frames_and_relabels_dqn_replay_buffer(tmp_path)
     np.testing.assert_allclose(rewards.min(axis=1), [b["min"] for b in batches], rtol=1e-5)
     np.testing.assert_allclose(rewards.max(axis=1), [b["max"] for b in batches], rtol=1e-5)
     assert np.ptp(rewards) > 0  # frames differ, so do their scores
+    # every frame's reward is kept beside the query log, as the replay buffer holds it
+    kept = [np.load(result.folder / b["scores_file"])["rewards"] for b in batches]
+    np.testing.assert_allclose(np.stack([k.reshape(-1) for k in kept]), rewards, rtol=1e-6)
 
 
 def cartpole_progress(observations: np.ndarray) -> np.ndarray:
