@@ -1,0 +1,97 @@
+"""One measured number with its percentile-bootstrap confidence interval, or the reason it was not measured."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from vlmbench.errors import VlmbenchError
+
+RESAMPLES = 1000
+LEVEL = 0.95
+
+
+@dataclass(frozen=True)
+class Metric:
+    """``value`` is None exactly when the metric was not measured; ``note`` then says why. ``n`` counts the
+    units the value averages over (states, pairs, trajectories), which are also the units the bootstrap
+    resamples. ``ci_low``/``ci_high`` are None when no interval was computed (see ``note``)."""
+
+    name: str
+    value: float | None
+    ci_low: float | None
+    ci_high: float | None
+    n: int
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        if self.value is None and not self.note:
+            raise ValueError(f"metric '{self.name}' is not measured but its note gives no reason")
+        if self.n == 0 and self.value is not None:
+            raise ValueError(f"metric '{self.name}' has a value from no samples")
+        for field in ("value", "ci_low", "ci_high"):
+            number = getattr(self, field)
+            if number is not None and not math.isfinite(number):
+                raise ValueError(f"metric '{self.name}': {field} is {number}, not a finite number")
+
+    @classmethod
+    def not_measured(cls, name: str, n: int, note: str) -> Metric:
+        return cls(name, None, None, None, n, note)
+
+    @property
+    def measured(self) -> bool:
+        return self.value is not None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def check_resampling(resamples: int, level: float) -> None:
+    if isinstance(resamples, bool) or not isinstance(resamples, int) or resamples < 0:
+        raise VlmbenchError(f"bootstrap resamples must be a whole number >= 0, got {resamples!r}")
+    if not 0.0 < level < 1.0:
+        raise VlmbenchError(f"confidence level must lie strictly between 0 and 1, got {level!r}")
+
+
+def percentile_interval(values: np.ndarray, level: float) -> tuple[float, float]:
+    """The central ``level`` interval of the bootstrap values (linear interpolation between order statistics)."""
+    tail = (1.0 - level) / 2.0
+    low, high = np.quantile(values, [tail, 1.0 - tail])
+    return float(low), float(high)
+
+
+def measure(name: str, statistic: Callable[[np.ndarray], float], n: int, *, rng: np.random.Generator,
+            resamples: int = RESAMPLES, level: float = LEVEL, strata: Sequence[np.ndarray] | None = None,
+            note: str = "") -> Metric:
+    """``statistic(indices)`` on all ``n`` units (``np.arange(n)``) with a percentile-bootstrap interval over
+    ``resamples`` draws of ``n`` units with replacement. ``strata`` (index arrays that partition the units)
+    makes each draw resample within each stratum, keeping stratum sizes fixed. A draw on which the statistic
+    is undefined (NaN) is left out, and the note says how many were; with fewer than two defined draws the
+    interval is None. The caller has checked that the statistic is defined on all units."""
+    check_resampling(resamples, level)
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError("rng must be a numpy Generator (np.random.default_rng(seed)), so intervals are reproducible")
+    if n == 0:
+        return Metric.not_measured(name, 0, note or "no samples")
+    value = float(statistic(np.arange(n)))
+    if resamples == 0:
+        return Metric(name, value, None, None, n, _join(note, "no interval: 0 bootstrap resamples"))
+    groups = [np.asarray(s, dtype=np.intp) for s in strata] if strata is not None else [np.arange(n)]
+    draws = np.empty(resamples)
+    for r in range(resamples):
+        draws[r] = statistic(np.concatenate([g[rng.integers(0, len(g), len(g))] for g in groups]))
+    defined = draws[np.isfinite(draws)]
+    left_out = resamples - len(defined)
+    if left_out:
+        note = _join(note, f"{left_out} of {resamples} bootstrap resamples undefined and left out")
+    if len(defined) < 2:
+        return Metric(name, value, None, None, n, _join(note, "no interval: fewer than 2 defined resamples"))
+    low, high = percentile_interval(defined, level)
+    return Metric(name, value, low, high, n, note)
+
+
+def _join(*notes: str) -> str:
+    return "; ".join(n for n in notes if n)
