@@ -1,4 +1,5 @@
-"""One measured number with its percentile-bootstrap confidence interval, or the reason it was not measured."""
+"""One measured number with its percentile-bootstrap confidence interval, or the reason it was not measured;
+and the input checks the metric modules share."""
 
 from __future__ import annotations
 
@@ -95,3 +96,28 @@ def measure(name: str, statistic: Callable[[np.ndarray], float], n: int, *, rng:
 
 def _join(*notes: str) -> str:
     return "; ".join(n for n in notes if n)
+
+
+def finite_vector(name: str, values) -> np.ndarray:
+    """``values`` as a 1-D float array; an error naming ``name`` if it is not one or holds inf or nan."""
+    try:
+        array = np.asarray(values, dtype=float)
+    except (TypeError, ValueError):
+        raise VlmbenchError(f"{name} must be a 1-D array of numbers") from None
+    if array.ndim != 1:
+        raise VlmbenchError(f"{name} must be a 1-D array of numbers, got shape {array.shape}")
+    if not np.all(np.isfinite(array)):
+        raise VlmbenchError(f"{name} holds a non-finite value (inf or nan)")
+    return array
+
+
+def goal_labels(name: str, values) -> np.ndarray:
+    """``values`` as a 1-D boolean array; booleans or 0/1 only."""
+    array = np.asarray(values)
+    if array.ndim != 1:
+        raise VlmbenchError(f"{name} must be a 1-D array of labels, got shape {array.shape}")
+    if array.dtype != bool:
+        if array.size and not np.all(np.isin(array, (0, 1))):
+            raise VlmbenchError(f"{name} labels must be booleans or 0/1")
+        array = array.astype(bool)
+    return array

@@ -23,7 +23,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from vlmbench.errors import VlmbenchError
-from vlmbench.metrics.bootstrap import LEVEL, RESAMPLES, Metric, measure
+from vlmbench.metrics.bootstrap import LEVEL, RESAMPLES, Metric, finite_vector, goal_labels, measure
 
 RewardFn = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 """Rewards of a batch of transitions: (states, actions, next_states), each with the batch along axis 0 -> (batch,)."""
@@ -121,8 +121,8 @@ def epic_state_distance(rewards_a: np.ndarray, rewards_b: np.ndarray, *, rng: np
     """EPIC distance between state-only rewards r_a(s'), r_b(s') given as values on the same next states
     (drawn from the coverage distribution): their Pearson distance, for any gamma (see the module docstring)."""
     name = "epic_distance"
-    a = _finite_vector("rewards_a", rewards_a)
-    b = _finite_vector("rewards_b", rewards_b)
+    a = finite_vector("rewards_a", rewards_a)
+    b = finite_vector("rewards_b", rewards_b)
     if len(a) != len(b):
         raise VlmbenchError(f"rewards_a has {len(a)} values but rewards_b has {len(b)}; they must be on the same states")
     if len(a) == 0:
@@ -154,8 +154,8 @@ def epic_goal_distance(rewards: np.ndarray, goal: np.ndarray, *, rng: np.random.
     rho from ``goal_correlation``, over states drawn from the coverage distribution. Resamples in which every
     state or no state is a goal are undefined and left out of the interval (the note counts them)."""
     name = "epic_goal_distance"
-    r = _finite_vector("rewards", rewards)
-    g = _labels("goal", goal)
+    r = finite_vector("rewards", rewards)
+    g = goal_labels("goal", goal)
     if len(r) != len(g):
         raise VlmbenchError(f"rewards has {len(r)} values but goal has {len(g)} labels; they must be on the same states")
     if len(r) == 0:
@@ -226,23 +226,3 @@ def _same_rows(what: str, **arrays: np.ndarray) -> None:
     if None in counts.values() or len(set(counts.values())) > 1:
         listed = ", ".join(f"{name}: {'a scalar' if c is None else c}" for name, c in counts.items())
         raise VlmbenchError(f"{what} need one row per sample in each array, got {listed}")
-
-
-def _finite_vector(name: str, values) -> np.ndarray:
-    array = np.asarray(values, dtype=float)
-    if array.ndim != 1:
-        raise VlmbenchError(f"{name} must be a 1-D array of numbers, got shape {array.shape}")
-    if not np.all(np.isfinite(array)):
-        raise VlmbenchError(f"{name} holds a non-finite value (inf or nan)")
-    return array
-
-
-def _labels(name: str, values) -> np.ndarray:
-    array = np.asarray(values)
-    if array.ndim != 1:
-        raise VlmbenchError(f"{name} must be a 1-D array of labels, got shape {array.shape}")
-    if array.dtype != bool:
-        if array.size and not np.all(np.isin(array, (0, 1))):
-            raise VlmbenchError(f"{name} labels must be booleans or 0/1")
-        array = array.astype(bool)
-    return array
