@@ -251,7 +251,7 @@ def test_bad_inputs_are_one_line_errors():
         canonicalise(reward, transitions, coverage, gamma=1.5)
     with pytest.raises(VlmbenchError, match="one row per sample"):
         Transitions(np.zeros((3, 2)), np.zeros((4, 1)), np.zeros((3, 2)))
-    with pytest.raises(VlmbenchError, match="same states"):
+    with pytest.raises(VlmbenchError, match="one per state"):
         epic_goal_distance(np.zeros(3), np.zeros(4, bool), rng=rng)
     with pytest.raises(VlmbenchError, match="booleans or 0/1"):
         epic_goal_distance(np.arange(3.0), np.array([0.0, 0.5, 1.0]), rng=rng)

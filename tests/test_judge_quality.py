@@ -150,5 +150,5 @@ def test_bad_answers_are_one_line_errors():
         pairwise_accuracy([float("nan")], [1.0], rng=rng())
     with pytest.raises(VlmbenchError, match="one per pair"):
         pairwise_accuracy([0.2, 0.3], [1.0], rng=rng())
-    with pytest.raises(VlmbenchError, match="same states"):
+    with pytest.raises(VlmbenchError, match="one per state"):
         roc_auc(np.zeros(3), np.zeros(2, bool), rng=rng())

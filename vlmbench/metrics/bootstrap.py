@@ -121,3 +121,10 @@ def goal_labels(name: str, values) -> np.ndarray:
             raise VlmbenchError(f"{name} labels must be booleans or 0/1")
         array = array.astype(bool)
     return array
+
+
+def same_length(first: tuple[str, np.ndarray], second: tuple[str, np.ndarray], *, of: str) -> None:
+    """An error unless the two named arrays hold one value per ``of`` each (the same count)."""
+    (first_name, a), (second_name, b) = first, second
+    if len(a) != len(b):
+        raise VlmbenchError(f"{first_name} has {len(a)} values but {second_name} has {len(b)}; give one per {of}")

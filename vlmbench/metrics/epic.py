@@ -23,7 +23,8 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from vlmbench.errors import VlmbenchError
-from vlmbench.metrics.bootstrap import LEVEL, RESAMPLES, Metric, finite_vector, goal_labels, measure
+from vlmbench.metrics.bootstrap import (LEVEL, RESAMPLES, Metric, finite_vector, goal_labels, measure,
+                                       same_length)
 
 RewardFn = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 """Rewards of a batch of transitions: (states, actions, next_states), each with the batch along axis 0 -> (batch,)."""
@@ -123,8 +124,7 @@ def epic_state_distance(rewards_a: np.ndarray, rewards_b: np.ndarray, *, rng: np
     name = "epic_distance"
     a = finite_vector("rewards_a", rewards_a)
     b = finite_vector("rewards_b", rewards_b)
-    if len(a) != len(b):
-        raise VlmbenchError(f"rewards_a has {len(a)} values but rewards_b has {len(b)}; they must be on the same states")
+    same_length(("rewards_a", a), ("rewards_b", b), of="state")
     if len(a) == 0:
         return Metric.not_measured(name, 0, "no states")
     for label, values in (("rewards_a", a), ("rewards_b", b)):
@@ -156,8 +156,7 @@ def epic_goal_distance(rewards: np.ndarray, goal: np.ndarray, *, rng: np.random.
     name = "epic_goal_distance"
     r = finite_vector("rewards", rewards)
     g = goal_labels("goal", goal)
-    if len(r) != len(g):
-        raise VlmbenchError(f"rewards has {len(r)} values but goal has {len(g)} labels; they must be on the same states")
+    same_length(("rewards", r), ("goal", g), of="state")
     if len(r) == 0:
         return Metric.not_measured(name, 0, "no states")
     goals = int(np.count_nonzero(g))

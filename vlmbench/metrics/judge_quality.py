@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from vlmbench.errors import VlmbenchError
-from vlmbench.metrics.bootstrap import LEVEL, RESAMPLES, Metric, finite_vector, goal_labels, measure
+from vlmbench.metrics.bootstrap import (LEVEL, RESAMPLES, Metric, finite_vector, goal_labels, measure,
+                                       same_length)
 from vlmbench.metrics.epic import pearson_correlation
 
 FIRST, SECOND, TIE = 1.0, -1.0, 0.0  # verdict codes; an abstention is NaN
@@ -64,8 +65,7 @@ def roc_auc(rewards: np.ndarray, goal: np.ndarray, *, rng: np.random.Generator, 
     name = "goal_auc"
     r = finite_vector("rewards", rewards)
     g = goal_labels("goal", goal)
-    if len(r) != len(g):
-        raise VlmbenchError(f"rewards has {len(r)} values but goal has {len(g)} labels; they must be on the same states")
+    same_length(("rewards", r), ("goal", g), of="state")
     goals = int(np.count_nonzero(g))
     if goals == 0 or goals == len(g):
         return Metric.not_measured(name, len(r), "no goal states" if goals == 0 else "no states outside the goal")
@@ -87,8 +87,7 @@ def progress_spearman(rewards: np.ndarray, progress: np.ndarray, *, rng: np.rand
     name = "progress_spearman"
     r = finite_vector("rewards", rewards)
     p = finite_vector("progress", progress)
-    if len(r) != len(p):
-        raise VlmbenchError(f"rewards has {len(r)} values but progress has {len(p)}; they must be on the same states")
+    same_length(("rewards", r), ("progress", p), of="state")
     if len(r) == 0:
         return Metric.not_measured(name, 0, "no states")
     for label, values in (("rewards", r), ("progress", p)):
@@ -141,8 +140,7 @@ def ordered_pairs(answers: Sequence[float | None], progress_delta: np.ndarray,
     and how many pairs did not."""
     a = answer_array("answers", answers)
     delta = finite_vector("progress_delta", progress_delta)
-    if len(a) != len(delta):
-        raise VlmbenchError(f"{len(a)} answers but {len(delta)} progress differences; give one per pair")
+    same_length(("answers", a), ("progress_delta", delta), of="pair")
     if not (np.isfinite(min_gap) and min_gap >= 0.0):
         raise VlmbenchError(f"min_gap must be a number >= 0, got {min_gap!r}")
     ordered = np.abs(delta) > min_gap
