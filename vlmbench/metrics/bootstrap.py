@@ -80,10 +80,12 @@ def measure(name: str, statistic: Callable[[np.ndarray], float], n: int, *, rng:
     value = float(statistic(np.arange(n)))
     if resamples == 0:
         return Metric(name, value, None, None, n, _join(note, "no interval: 0 bootstrap resamples"))
-    groups = [np.asarray(s, dtype=np.intp) for s in strata] if strata is not None else [np.arange(n)]
+    groups = [np.asarray(s, dtype=np.intp) for s in strata or ()]
     draws = np.empty(resamples)
     for r in range(resamples):
-        draws[r] = statistic(np.concatenate([g[rng.integers(0, len(g), len(g))] for g in groups]))
+        indices = (np.concatenate([g[rng.integers(0, len(g), len(g))] for g in groups]) if groups
+                   else rng.integers(0, n, n))
+        draws[r] = statistic(indices)
     defined = draws[np.isfinite(draws)]
     left_out = resamples - len(defined)
     if left_out:
