@@ -41,13 +41,13 @@ def test_swapped_pairs_count_consistency_conflicts_and_first_share():
 
 
 def test_accuracy_by_position_splits_by_where_the_better_clip_was_shown():
-    answers = [0.9, 0.8, 0.3, 0.6, 0.7, 0.1, 0.5, None]
-    deltas = [1, 1, 1, -1, -1, -1, 1, -1]
+    answers = [0.9, 0.8, 0.3, 0.6, 0.7, 0.1, 0.5, None, 0.9]
+    deltas = [1, 1, 1, -1, -1, -1, 1, -1, 0]
     got = accuracy_by_position(answers, np.array(deltas, float), rng=rng())
     assert (got.better_first.value, got.better_first.n) == (pytest.approx(2 / 3), 3)
     assert (got.better_second.value, got.better_second.n) == (pytest.approx(1 / 3), 3)
     assert (got.gap.value, got.gap.n) == (pytest.approx(1 / 3), 6)
-    assert got.gap.note == "2 ties or abstentions left out"
+    assert got.gap.note == "2 ties or abstentions left out; 1 pairs without a true order left out"
     one_sided = accuracy_by_position([0.9, 0.2], np.array([1.0, 1.0]), rng=rng())
     assert one_sided.better_second.value is None and one_sided.gap.value is None
     assert one_sided.better_second.note == "no decided answers with the better clip second"

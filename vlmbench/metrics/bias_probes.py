@@ -29,7 +29,7 @@ import numpy as np
 
 from vlmbench.errors import VlmbenchError
 from vlmbench.metrics.bootstrap import LEVEL, RESAMPLES, Metric, measure, same_length
-from vlmbench.metrics.judge_quality import FIRST, SECOND, answer_array, ordered_pairs, verdicts
+from vlmbench.metrics.judge_quality import FIRST, answer_array, decided_correctness, ordered_pairs, verdicts
 
 Answers = Sequence[float | None]
 
@@ -90,12 +90,14 @@ def accuracy_by_position(answers: Answers, progress_delta: np.ndarray, *, rng: n
                          min_gap: float = 0.0, resamples: int = RESAMPLES, level: float = LEVEL) -> PositionAccuracy:
     """Accuracy over decided answers on pairs with a true order (``judge_quality.pairwise_accuracy``), split by
     where the better clip was shown. The gap's interval resamples each side separately."""
-    verdict, truth, _ = ordered_pairs(answers, progress_delta, min_gap)
-    decided = (verdict == FIRST) | (verdict == SECOND)
-    correct = (verdict[decided] == truth[decided]).astype(float)
-    first_side = np.flatnonzero(truth[decided] == FIRST)
-    second_side = np.flatnonzero(truth[decided] == SECOND)
-    note = f"{len(verdict) - len(correct)} ties or abstentions left out" if len(verdict) > len(correct) else ""
+    verdict, truth, unordered = ordered_pairs(answers, progress_delta, min_gap)
+    correct, order = decided_correctness(verdict, truth)
+    is_first = order == FIRST
+    first_side, second_side = np.flatnonzero(is_first), np.flatnonzero(~is_first)
+    undecided = len(verdict) - len(correct)
+    note = "; ".join(part for part in (f"{undecided} ties or abstentions left out" if undecided else "",
+                                       f"{unordered} pairs without a true order left out" if unordered else "")
+                     if part)
 
     def side(name: str, where: np.ndarray, shown: str) -> Metric:
         return measure(name, lambda i: float(correct[where[i]].mean()), len(where), rng=rng, resamples=resamples,
@@ -107,7 +109,6 @@ def accuracy_by_position(answers: Answers, progress_delta: np.ndarray, *, rng: n
         gap = Metric.not_measured("position_accuracy_gap", len(correct),
                                   "needs decided answers with the better clip in each position")
     else:
-        is_first = truth[decided] == FIRST
         gap = measure("position_accuracy_gap",
                       lambda i: float(correct[i][is_first[i]].mean() - correct[i][~is_first[i]].mean()),
                       len(correct), rng=rng, resamples=resamples, level=level, strata=[first_side, second_side],

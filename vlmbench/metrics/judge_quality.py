@@ -147,13 +147,18 @@ def ordered_pairs(answers: Sequence[float | None], progress_delta: np.ndarray,
     return verdicts(a[ordered]), np.sign(delta[ordered]), int(np.count_nonzero(~ordered))
 
 
+def decided_correctness(verdict: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For the decided verdicts (FIRST or SECOND) only: 1.0 where right, 0.0 where wrong; and the true order."""
+    decided = (verdict == FIRST) | (verdict == SECOND)
+    return (verdict[decided] == truth[decided]).astype(float), truth[decided]
+
+
 def pairwise_accuracy(answers: Sequence[float | None], progress_delta: np.ndarray, *, rng: np.random.Generator,
                       min_gap: float = 0.0, resamples: int = RESAMPLES, level: float = LEVEL) -> PairwiseAccuracy:
     """``answers[k]`` is P(first better) for pair k (None: abstained); ``progress_delta[k]`` is the first clip's
     progress minus the second's. Pairs with |delta| <= ``min_gap`` have no true order and are left out."""
     verdict, truth, unordered = ordered_pairs(answers, progress_delta, min_gap)
-    decided = (verdict == FIRST) | (verdict == SECOND)
-    correct = (verdict[decided] == truth[decided]).astype(float)
+    correct, _ = decided_correctness(verdict, truth)
     ties = (verdict == TIE).astype(float)
     abstained = np.isnan(verdict).astype(float)
     left_out = f"{unordered} pairs without a true order left out" if unordered else ""
