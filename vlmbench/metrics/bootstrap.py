@@ -51,7 +51,7 @@ class Metric:
 
 
 def check_resampling(resamples: int, level: float) -> None:
-    if isinstance(resamples, bool) or not isinstance(resamples, int) or resamples < 0:
+    if isinstance(resamples, bool) or not isinstance(resamples, (int, np.integer)) or resamples < 0:
         raise VlmbenchError(f"bootstrap resamples must be a whole number >= 0, got {resamples!r}")
     if not 0.0 < level < 1.0:
         raise VlmbenchError(f"confidence level must lie strictly between 0 and 1, got {level!r}")

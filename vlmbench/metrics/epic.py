@@ -174,7 +174,7 @@ def _canonical(reward: RewardFn, transitions: Transitions, coverage: Coverage, g
     """C(R) on the transitions, and the largest |reward or mean term| (the scale of its rounding error)."""
     if not (np.isfinite(gamma) and 0.0 <= gamma <= 1.0):
         raise VlmbenchError(f"gamma must lie in [0, 1], got {gamma!r}")
-    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+    if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
         raise VlmbenchError(f"batch must be a whole number >= 1, got {batch!r}")
     n = len(transitions)
     direct = _evaluate(reward, transitions.states, transitions.actions, transitions.next_states)
