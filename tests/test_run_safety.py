@@ -331,7 +331,8 @@ def test_plain_lines_per_checkpoint_without_a_terminal(tmp_path):
                     str(_write(tmp_path / "c.yaml", "checkpoint_every: 512\nfeedback: {rounds: 2, epochs: 3}\n")))
     assert proc.returncode == 0, proc.stderr
     lines = [line for line in proc.stdout.splitlines() if line.startswith("agent: ")]
-    assert len(lines) == 2 and "/1,024 steps, answers " in lines[0] and "checkpoint " in lines[0]
+    assert lines[0].startswith("agent: 512/1,024 steps, answers ") and "checkpoint " in lines[0]
+    assert lines[-1].startswith("agent: finished 1,024 steps") and len(lines) == 2
     assert "env return" not in proc.stdout  # constant on a task that never ends early
 
 

@@ -93,3 +93,18 @@ def test_unknown_task_name_suggests(argv, capsys):
 def test_unknown_judge_name_suggests(capsys):
     assert main(["judges", "show", "oracel"]) == 2
     assert "unknown judge 'oracel' (did you mean: oracle" in capsys.readouterr().err
+
+
+def test_a_misspelt_field_inside_a_section_names_the_missing_field_in_file_order(tmp_path):
+    from console import vlmbench
+
+    shown = vlmbench("tasks", "show", "cartpole-upright")
+    spec = tmp_path / "typo.yaml"
+    spec.write_text(shown.stdout.replace("episode_length:", "episode_lenght:").replace("\n  goal:", "\n  gaol:"))
+    proc = vlmbench("tasks", "validate", str(spec))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    lines = [line.removeprefix("error: ") for line in proc.stderr.splitlines()]
+    fields = [line.split(": ")[1] for line in lines]
+    assert fields == ["env.episode_length", "env.episode_lenght", "prompts.goal", "prompts.gaol"]
+    numbers = [int(line.split(":")[1]) for line in lines]
+    assert numbers == sorted(numbers)

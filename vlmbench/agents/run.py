@@ -289,6 +289,7 @@ class Run:
             save_runtime(model, runtime_path(self.record.checkpoints, stage))
             if self.loop is not None:
                 self.loop.save()
+            self._say(f"{stage}: finished {model.num_timesteps:,} steps, {self.status()}")
         finally:
             env.close()
         return model

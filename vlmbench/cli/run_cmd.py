@@ -99,4 +99,5 @@ def run(
         table.add_column(column)
     table.add_row(*row)
     console.print(table)
-    console.print(f"record: {result.folder} (episode.gif, episode.png, eval.json, curves.csv, queries.jsonl)")
+    console.print(f"record: {result.folder} (header.json, queries.jsonl, curves.csv, curves.png, eval.json, "
+                  "episode.gif, episode.png, timing.json)")

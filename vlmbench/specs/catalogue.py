@@ -89,7 +89,7 @@ class Catalogue(Generic[M]):
         if as_path.exists():
             return load_spec(as_path, self.model)
         choices = list(self._entries) + list(self._aliases)
-        raise UnknownNameError(self.kind, name, difflib.get_close_matches(name, choices, n=3, cutoff=0.4))
+        raise UnknownNameError(self.kind, name, difflib.get_close_matches(name, choices, n=3, cutoff=0.6))
 
 
 def _identity(spec: BaseModel) -> str:

@@ -38,17 +38,19 @@ def line_of(root: yaml.Node | None, loc: tuple[object, ...]) -> int:
     return line
 
 
-def _field_path(loc: tuple[object, ...], data: object) -> str:
-    """Dotted field path, leaving out pydantic's union tags that do not appear in the data."""
+def _field_path(loc: tuple[object, ...], data: object, missing: bool = False) -> str:
+    """Dotted field path, leaving out pydantic's union tags that do not appear in the data (but not
+    the last part when it names a ``missing`` field)."""
     parts: list[str] = []
-    for part in loc:
+    for i, part in enumerate(loc):
         if part == "[key]":  # pydantic's marker of an error in a mapping key (already named)
             continue
         if isinstance(data, dict) and part in data:
             data = data[part]
         elif isinstance(data, list) and isinstance(part, int) and part < len(data):
             data = data[part]
-        elif isinstance(part, str) and (data is None or isinstance(data, dict)) and parts:
+        elif isinstance(part, str) and (data is None or isinstance(data, dict)) and parts and not (
+                missing and i == len(loc) - 1):
             continue
         parts.append(f"[{part}]" if isinstance(part, int) else str(part))
     return ".".join(parts).replace(".[", "[") or "(top level)"
@@ -209,8 +211,9 @@ def validation_problems(
         message = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             message = "unknown field"
-        problems.append(f"{path}:{line_of(root, loc)}: {_field_path(loc, data)}: {message}")
-    return problems
+        field = _field_path(loc, data, missing=err["type"] == "missing")
+        problems.append((line_of(root, loc), f"{path}:{line_of(root, loc)}: {field}: {message}"))
+    return [text for _, text in sorted(problems, key=lambda p: p[0])]  # in file order
 
 
 def load_spec(path: str | Path, model: type[M]) -> M:
