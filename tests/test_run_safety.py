@@ -162,10 +162,7 @@ def test_a_torn_last_query_line_is_dropped_and_reported(tmp_path, monkeypatch):
 
 def test_a_damaged_loop_state_falls_back_to_the_previous_one_keeping_every_label(tmp_path, monkeypatch):
     config = small_config()
-    monkeypatch.setattr(FeedbackLoop, "_on_rollout_end", _dies_at(1792, FeedbackLoop._on_rollout_end))
-    with pytest.raises(KeyboardInterrupt):
-        train(config, results_dir=tmp_path, name="damaged")
-    monkeypatch.undo()
+    killed_after_three_checkpoints(config, tmp_path, "damaged", monkeypatch)
     state = tmp_path / "damaged" / "checkpoints" / "feedback" / "state.pkl"
     state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])  # as a full disk once left it
     notes = []
@@ -244,19 +241,7 @@ def test_resume_finishes_a_run_killed_after_its_evaluation(tmp_path):
 def test_timing_adds_up_sessions_and_evaluations_fall_where_an_uninterrupted_run_has_them(tmp_path, monkeypatch):
     config = small_config(timesteps=3072, eval_every=1024, eval_episodes=1)
     whole = train(config, results_dir=tmp_path, name="whole")
-    calls = []
-    original = FeedbackLoop._on_rollout_end
-
-    def killed_after_the_checkpoint_at_1536(self):
-        calls.append(1)
-        if self.num_timesteps >= 1792:
-            raise KeyboardInterrupt
-        return original(self)
-
-    monkeypatch.setattr(FeedbackLoop, "_on_rollout_end", killed_after_the_checkpoint_at_1536)
-    with pytest.raises(KeyboardInterrupt):
-        train(config, results_dir=tmp_path, name="parts")
-    monkeypatch.undo()
+    killed_after_three_checkpoints(config, tmp_path, "parts", monkeypatch)
     parts = train(config, results_dir=tmp_path, name="parts", resume=True)
 
     def evaluated(folder):
@@ -362,10 +347,7 @@ def test_config_files_may_name_their_run_and_print_config_shows_every_field(tmp_
 
 def test_a_damaged_agent_checkpoint_falls_back_to_the_previous_one(tmp_path, monkeypatch):
     config = small_config()
-    monkeypatch.setattr(FeedbackLoop, "_on_rollout_end", _dies_at(1792, FeedbackLoop._on_rollout_end))
-    with pytest.raises(KeyboardInterrupt):
-        train(config, results_dir=tmp_path, name="agent")
-    monkeypatch.undo()
+    killed_after_three_checkpoints(config, tmp_path, "agent", monkeypatch)
     agent = tmp_path / "agent" / "checkpoints" / "agent.zip"
     assert (tmp_path / "agent" / "checkpoints" / "agent.prev.zip").is_file()
     agent.write_bytes(b"PK\x03\x04 not a zip any more")
@@ -375,9 +357,16 @@ def test_a_damaged_agent_checkpoint_falls_back_to_the_previous_one(tmp_path, mon
     assert_bought_once(result.folder, 40)
 
 
-def _dies_at(timesteps: int, original):
+def killed_after_three_checkpoints(config, tmp_path: Path, name: str, monkeypatch) -> None:
+    """Run ``config`` until a kill at the rollout end at 1,792 steps (after checkpoints at 512, 1,024, 1,536)."""
+    original = FeedbackLoop._on_rollout_end
+
     def dying(self):
-        if self.num_timesteps >= timesteps:
+        if self.num_timesteps >= 1792:
             raise KeyboardInterrupt
         return original(self)
-    return dying
+
+    monkeypatch.setattr(FeedbackLoop, "_on_rollout_end", dying)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, results_dir=tmp_path, name=name)
+    monkeypatch.undo()
