@@ -223,6 +223,10 @@ def mountaincar_at_flag(env) -> None:
     env.step(2)
 
 
+# Where a lander task's goal region is centred, in observation coordinates (x, y).
+LANDER_GOALS: dict[str, tuple[float, float]] = {"lunarlander-top-left": (-0.72, 1.12)}
+
+
 def lunarlander_top_left(env) -> None:
     """The lander (and its legs, rigidly) moved to observation (-0.72, 1.12), level and at rest,
     then one 'do nothing' step so the observation is the env's own."""
@@ -230,7 +234,8 @@ def lunarlander_top_left(env) -> None:
 
     lander = env.unwrapped.lander
     half_w, half_h = ll.VIEWPORT_W / ll.SCALE / 2, ll.VIEWPORT_H / ll.SCALE / 2
-    target = (half_w + -0.72 * half_w, env.unwrapped.helipad_y + ll.LEG_DOWN / ll.SCALE + 1.12 * half_h)
+    x, y = LANDER_GOALS["lunarlander-top-left"]
+    target = (half_w + x * half_w, env.unwrapped.helipad_y + ll.LEG_DOWN / ll.SCALE + y * half_h)
     offset = (target[0] - lander.position[0], target[1] - lander.position[1])
     for body in [lander, *env.unwrapped.legs]:
         body.position = (body.position[0] + offset[0], body.position[1] + offset[1])
