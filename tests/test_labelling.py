@@ -129,8 +129,16 @@ def test_pairs_are_seeded_distinct_lone_states_of_different_progress(dataset):
     assert keys == [(a.state_id, b.state_id) for a, b in draw_pairs(dataset, 20)]
     assert keys[:5] == [(a.state_id, b.state_id) for a, b in draw_pairs(dataset, 5)]
     assert keys != [(a.state_id, b.state_id) for a, b in draw_pairs(dataset, 20, seed=1)]
-    assert any(left.progress > right.progress for left, right in pairs)  # sides are shuffled too
-    assert any(left.progress < right.progress for left, right in pairs)
+    position = {row.state_id: i for i, row in enumerate(dataset.lone())}
+    earlier_left = [position[left.state_id] < position[right.state_id] for left, right in pairs]
+    assert any(earlier_left) and not all(earlier_left)  # sides are shuffled too
+
+
+def test_everyone_sees_the_states_in_one_shuffled_order(dataset):
+    ids = [row.state_id for row in state_order(dataset)]
+    assert sorted(ids) == sorted(row.state_id for row in dataset.rows)
+    assert ids == [row.state_id for row in state_order(dataset)]
+    assert ids != [row.state_id for row in dataset.rows]  # the builder's order groups states by sampler
 
 
 def _binary_kappa(a: list[int], b: list[int]) -> float:
