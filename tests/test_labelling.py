@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import socket
 import sqlite3
 from datetime import datetime
 from pathlib import Path
@@ -189,6 +190,15 @@ def test_agreement_on_the_page_between_handles_and_with_the_detector(dataset, st
         "n": 12, "agree": pytest.approx(np.mean([x == y for x, y in zip(bob_labels, truth)])),
         "kappa": pytest.approx(_binary_kappa(bob_labels, truth))}
     assert table["detector"]["ann"]["n"] == 10
+
+    # Pairs: ann picks the state of higher progress twice and lower once; "neither" does not count.
+    pairs = draw_pairs(dataset, 6)
+    higher = ["left" if left.progress > right.progress else "right" for left, right in pairs]
+    lower = {"left": "right", "right": "left"}
+    for item, value in enumerate([higher[0], lower[higher[1]], higher[2], "neither"]):
+        assert post(api, "ann", "pair", str(item), value).status_code == 201
+    table = api.get("/api/agreement").json()
+    assert table["progress"] == {"ann": {"n": 3, "agree": pytest.approx(2 / 3)}}
     assert agreement(dataset, store) == table
 
 
@@ -256,3 +266,10 @@ def test_cli_usage_errors_are_one_line(dataset, tmp_path):
     proc = vlmbench("label", "--dataset", str(dataset.path), "--labels", str(tmp_path), "--export",
                     str(tmp_path / "out.parquet"))
     assert proc.returncode == 2 and "no one has labelled states" in one_line_error(proc)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = vlmbench("label", "--dataset", str(dataset.path), "--labels", str(tmp_path), "--port", str(port),
+                        timeout=60)
+    assert proc.returncode == 2 and f"--port {port}: cannot listen there" in one_line_error(proc)

@@ -157,8 +157,10 @@ def cohen_kappa(a: list[int], b: list[int]) -> float | None:
 
 
 def agreement(dataset: Dataset, store: LabelStore) -> dict:
-    """Cohen's kappa between every two handles on the states both labelled (skips left out), and
-    each handle's agreement with the detector's labels: the share of equal labels and the kappa."""
+    """Cohen's kappa between every two handles on the states both labelled (skips left out); each
+    handle's agreement with the detector's labels (the share of equal labels and the kappa); and
+    the share of each handle's pair choices (``neither`` left out) that picked the state of higher
+    progress."""
     detector = {row.state_id: row.label for row in dataset.rows}
     by_handle: dict[str, dict[str, int]] = {}
     for label in store.state_labels():
@@ -178,7 +180,16 @@ def agreement(dataset: Dataset, store: LabelStore) -> dict:
         mine, theirs = [by_handle[handle][s] for s in ids], [detector[s] for s in ids]
         with_detector[handle] = {"n": len(ids), "agree": sum(x == y for x, y in zip(mine, theirs)) / len(ids),
                                  "kappa": cohen_kappa(mine, theirs)}
-    return {"handles": pairs, "detector": with_detector}
+    progress = {row.state_id: row.progress for row in dataset.rows}
+    with_progress: dict[str, list[bool]] = {}
+    for label in store.pair_labels():
+        if label.value != "neither":
+            closer = label.left_id if label.value == "left" else label.right_id
+            other = label.right_id if label.value == "left" else label.left_id
+            with_progress.setdefault(label.handle, []).append(progress[closer] > progress[other])
+    return {"handles": pairs, "detector": with_detector,
+            "progress": {handle: {"n": len(agrees), "agree": sum(agrees) / len(agrees)}
+                         for handle, agrees in sorted(with_progress.items())}}
 
 
 def export_labels(dataset: Dataset, store: LabelStore, handle: str, out: Path) -> tuple[Dataset, int]:
