@@ -6,6 +6,7 @@ import io
 import json
 import socket
 import sqlite3
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from console import one_line_error, vlmbench
 from vlmbench.datasets.build import build_dataset
 from vlmbench.datasets.format import load_dataset, save_dataset
 from vlmbench.datasets.render import frames
+from vlmbench.errors import VlmbenchError
 from vlmbench.specs.catalogue import resolve_task
 from vlmbench.web.app import create_app, draw_pairs, state_order
 from vlmbench.web.labels import LabelStore, agreement, cohen_kappa, store_path
@@ -71,6 +73,13 @@ def test_label_and_resume_where_the_handle_stopped(dataset, store, tmp_path):
     assert datetime.fromisoformat(label.created).utcoffset().total_seconds() == 0
     with sqlite3.connect(store.path) as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_a_label_file_belongs_to_one_dataset(dataset, store, tmp_path):
+    other = save_dataset(replace(dataset, rows=dataset.rows[:5], path=None), tmp_path / "other.parquet")
+    with pytest.raises(VlmbenchError, match=f"holds labels of dataset cartpole-upright {dataset.digest}, not of"):
+        LabelStore(store.path, other)
+    assert store_path(other, tmp_path) != store_path(dataset, tmp_path)
 
 
 def test_pairs_label_and_resume(dataset, store, tmp_path):

@@ -135,7 +135,7 @@ def create_app(dataset: Dataset, task: TaskSpec, store: LabelStore, *, pairs: in
                 raise HTTPException(409, f"'{who}' has labelled state '{post.item}' already") from None
         elif post.kind == "pair":
             if not (post.item.isdigit() and int(post.item) < len(pair_list)):
-                raise HTTPException(404, f"no pair '{post.item}': pairs are numbered 0 to {len(pair_list) - 1}")
+                raise HTTPException(404, f"no pair '{post.item}': the {len(pair_list)} pairs are numbered from 0")
             if post.value not in PAIR_VALUES:
                 raise HTTPException(422, f"value '{post.value}': a pair label is one of {', '.join(PAIR_VALUES)}")
             left, right = pair_list[int(post.item)]

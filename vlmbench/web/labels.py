@@ -77,7 +77,8 @@ class LabelStore:
     def __init__(self, path: Path, dataset: Dataset):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as db:
+        db = self._connect()
+        try:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(_SCHEMA)
             known = db.execute("SELECT task, digest FROM dataset").fetchone()
@@ -86,6 +87,8 @@ class LabelStore:
             elif tuple(known) != (dataset.task, dataset.digest):
                 raise VlmbenchError(f"{self.path}: holds labels of dataset {known[0]} {known[1]}, not of "
                                     f"{dataset.path} ({dataset.task} {dataset.digest})")
+        finally:
+            db.close()
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=10, isolation_level=None)
@@ -134,10 +137,6 @@ class LabelStore:
         finally:
             db.close()
         return [PairLabel(*row) for row in rows]
-
-    def handles(self) -> list[str]:
-        """Every handle with a label, sorted."""
-        return sorted({label.handle for label in self.state_labels()} | {label.handle for label in self.pair_labels()})
 
 
 def cohen_kappa(a: list[int], b: list[int]) -> float | None:
