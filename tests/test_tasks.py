@@ -1,5 +1,5 @@
 """The task catalogue: every YAML validates, builds, renders, its success detector is False in the
-reset state and True in a hand-built goal state (tests/task_states.py), and its top rating class
+reset state and True in a hand-built goal state (vlmbench/datasets/goal_states.py), and its top rating class
 is given exactly where the detector says the goal holds.
 
 A contact sheet of the goal states is written to /tmp/task_success_states.png for people to
@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import vlmbench.envs  # noqa: F401  (headless GL backend before MuJoCo loads)
+from vlmbench.datasets import goal_states as task_states
 from vlmbench.envs.task_env import make_env
 from vlmbench.judges.base import Frame
 from vlmbench.judges.oracle import OracleJudge, OracleParams
@@ -23,7 +24,6 @@ from vlmbench.specs import catalogue
 from vlmbench.specs.loading import load_spec
 from vlmbench.specs.task import TaskSpec
 
-import task_states
 
 SHEET = Path("/tmp/task_success_states.png")
 FILES = sorted(catalogue.catalogue_dir("task").glob("*.yaml"))
@@ -55,7 +55,7 @@ def sheet():
         from vlmbench.plots import captioned, contact_sheet, save
 
         images = [captioned(frame, [task_id, caption]) for task_id, (frame, caption) in sorted(tiles.items())]
-        save(contact_sheet(images, columns=5, title="constructed success states (tests/task_states.py)"), SHEET)
+        save(contact_sheet(images, columns=5, title="constructed success states (vlmbench/datasets/goal_states.py)"), SHEET)
 
 
 # -- the catalogue as a whole -----------------------------------------------------------------

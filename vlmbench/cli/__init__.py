@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from vlmbench.cli import judges_cmd, render_cmd, run_cmd, tasks_cmd
+from vlmbench.cli import dataset_cmd, judges_cmd, label_cmd, render_cmd, run_cmd, tasks_cmd
 from vlmbench.errors import Interrupted, VlmbenchError
 
 app = typer.Typer(
@@ -20,9 +20,11 @@ app = typer.Typer(
 )
 app.add_typer(tasks_cmd.app, name="tasks")
 app.add_typer(judges_cmd.app, name="judges")
+app.add_typer(dataset_cmd.app, name="dataset")
 app.command("render")(render_cmd.render)
 app.command("judge")(judges_cmd.judge)
 app.command("run")(run_cmd.run)
+app.command("label")(label_cmd.label)
 
 err = Console(stderr=True, highlight=False)
 

@@ -145,7 +145,7 @@ class TaskEnv(gym.Wrapper):
             raise VlmbenchError(f"cannot restore a '{state.kind}' state into a '{self.kind}' environment")
         unwrapped = self.env.unwrapped
         if self.kind == "replay":
-            self.env.reset(seed=state.reset_seed)
+            self._obs, _ = self.env.reset(seed=state.reset_seed)  # a state with no actions is this one
             self._steps, self._absorbed, self._actions = 0, False, []
             frames_in_info, self.frames_in_info = self.frames_in_info, False
             for action in state.actions:

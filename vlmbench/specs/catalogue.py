@@ -21,8 +21,8 @@ Kind = Literal["task", "judge"]
 M = TypeVar("M", bound=BaseModel)
 
 
-def catalogue_dir(kind: Kind) -> Path:
-    """tasks/ or judges/: from a source checkout if present, else the copy inside the wheel."""
+def catalogue_dir(kind: Kind | Literal["dataset"]) -> Path:
+    """tasks/, judges/ or datasets/: from a source checkout if present, else the copy inside the wheel."""
     folder = f"{kind}s"
     checkout = Path(__file__).resolve().parents[2] / folder
     if checkout.is_dir() and (checkout.parent / "pyproject.toml").is_file():

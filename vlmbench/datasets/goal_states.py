@@ -1,8 +1,9 @@
-"""Hand-built states for the task catalogue: one that satisfies each task's success detector.
+"""Hand-built goal states for the task catalogue: one that satisfies each task's success detector.
 
 ``put_in_success_state(env)`` moves a freshly reset ``TaskEnv`` (from ``make_env``) into a state
-where its task's goal holds, so tests can check the detector says True and people can look at
-the pose (the tests save a contact sheet of them). How each kind of environment is set:
+where its task's goal holds. The dataset builder perturbs these states to sample goal states and
+near misses; the tests check the detector says True in them and save a contact sheet of the
+poses. How each kind of environment is set:
 
 - MuJoCo (humanoid, Walker2d, Swimmer): joint angles are written into ``data.qpos`` (velocities
   zeroed), every angle inside its joint's range, then the body is lowered onto the floor so
@@ -16,7 +17,12 @@ the pose (the tests save a contact sheet of them). How each kind of environment 
   absorbing termination freezes it there (features read the observation).
 - LunarLander (Box2D, no state vector): the lander and both legs are moved rigidly to the
   upper-left region, levelled and stopped, then stepped once with 'do nothing', so the
-  observation comes from the env itself (one step of gravity leaves it almost at rest).
+  observation comes from the env itself (one step of gravity leaves it almost at rest). This
+  state cannot be saved as a replayable SimState (it is not reached by actions alone).
+
+Only the MuJoCo and classic-control states update the wrapped env; ``TaskEnv.features()`` then
+reads them, but ``TaskEnv.get_state()`` still holds the observation of the last reset or step
+until the env is stepped.
 
 ``GOAL_HOLDS_AT_RESET`` lists tasks whose goal is to keep the starting condition (the pole
 starts upright), and ``put_in_failure_state`` builds a state where their goal fails.
@@ -99,10 +105,22 @@ def set_pose(env, joints_deg: dict[str, float], *, root: dict[str, float] | None
             raise ValueError(f"{name}={degrees} degrees is outside its range [{math.degrees(lo)}, {math.degrees(hi)}]")
         data.qpos[address] = value
     mujoco.mj_forward(model, data)
-    if penetration is None:
-        return
+    if penetration is not None:
+        rest_on_floor(model, data, penetration)
+
+
+def rests_on_floor(model) -> bool:
+    """Whether the model has a vertical root coordinate to lower: a free joint or a 'rootz' slide."""
+    return model.jnt_type[0] == mujoco.mjtJoint.mjJNT_FREE or mujoco.mj_name2id(
+        model, mujoco.mjtObj.mjOBJ_JOINT, "rootz") >= 0
+
+
+def rest_on_floor(model, data, penetration: float = 0.002) -> None:
+    """Move the model vertically (free joint z or 'rootz' slide) so its lowest sphere or capsule is
+    ``penetration`` below z=0, and recompute positions and contacts."""
+    mujoco.mj_forward(model, data)
     lowest = min(_lowest_point(model, data, g) for g in range(model.ngeom))
-    if free:
+    if model.jnt_type[0] == mujoco.mjtJoint.mjJNT_FREE:
         data.qpos[2] -= lowest + penetration
     else:
         address, _, _ = _joint_address(model, "rootz")
@@ -205,6 +223,10 @@ def mountaincar_at_flag(env) -> None:
     env.step(2)
 
 
+# Where a lander task's goal region is centred, in observation coordinates (x, y).
+LANDER_GOALS: dict[str, tuple[float, float]] = {"lunarlander-top-left": (-0.72, 1.12)}
+
+
 def lunarlander_top_left(env) -> None:
     """The lander (and its legs, rigidly) moved to observation (-0.72, 1.12), level and at rest,
     then one 'do nothing' step so the observation is the env's own."""
@@ -212,7 +234,8 @@ def lunarlander_top_left(env) -> None:
 
     lander = env.unwrapped.lander
     half_w, half_h = ll.VIEWPORT_W / ll.SCALE / 2, ll.VIEWPORT_H / ll.SCALE / 2
-    target = (half_w + -0.72 * half_w, env.unwrapped.helipad_y + ll.LEG_DOWN / ll.SCALE + 1.12 * half_h)
+    x, y = LANDER_GOALS["lunarlander-top-left"]
+    target = (half_w + x * half_w, env.unwrapped.helipad_y + ll.LEG_DOWN / ll.SCALE + y * half_h)
     offset = (target[0] - lander.position[0], target[1] - lander.position[1])
     for body in [lander, *env.unwrapped.legs]:
         body.position = (body.position[0] + offset[0], body.position[1] + offset[1])

@@ -1,0 +1,1 @@
+"""The labelling page: people label a dataset's states and state pairs for judging the judges."""
