@@ -79,3 +79,56 @@ def learning_curves(curves_csv: Path, out: Path, title: str) -> Path:
     atomic_write(out, lambda tmp: fig.savefig(tmp, dpi=100))
     plt.close(fig)
     return out
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def reward_plots(states: list[dict], trajectories: list[dict], out: Path, title: str) -> Path:
+    """A judge's reward on labelled states: histograms of goal and other states, reward against the task's
+    progress, and the reward along each goal-ending trajectory."""
+    plt = _pyplot()
+    fig, (hist, scatter, curves) = plt.subplots(1, 3, figsize=(14, 3.8), constrained_layout=True)
+    rewards = np.array([s["reward"] for s in states], dtype=float)
+    goal = np.array([s["label"] == 1 for s in states], dtype=bool)
+    bins = np.histogram_bin_edges(rewards, bins=30) if len(rewards) else 10
+    hist.hist(rewards[~goal], bins=bins, alpha=0.6, color="tab:red", label=f"not goal ({(~goal).sum()})")
+    hist.hist(rewards[goal], bins=bins, alpha=0.6, color="tab:green", label=f"goal ({goal.sum()})")
+    hist.set(xlabel="reward", ylabel="states", title="reward by detector label")
+    hist.legend()
+    progress = np.array([s["progress"] for s in states], dtype=float)
+    scatter.scatter(progress, rewards, s=8, c=np.where(goal, "tab:green", "tab:red"), alpha=0.6)
+    scatter.set(xlabel="task progress", ylabel="reward", title="reward against progress")
+    for curve in trajectories:
+        curves.plot(range(len(curve["rewards"])), curve["rewards"], marker=".", label=f"trajectory {curve['trajectory']}")
+    curves.set(xlabel="step (goal at the end)", ylabel="reward", title="reward along trajectories")
+    if trajectories:
+        curves.legend(fontsize=7)
+    fig.suptitle(title)
+    atomic_write(out, lambda tmp: fig.savefig(tmp, dpi=100))
+    plt.close(fig)
+    return out
+
+
+def bias_chart(metrics: dict, out: Path, title: str) -> Path:
+    """The position-bias probes that were measured, each with its interval, against 0 (or 1 for shares of
+    consistent answers)."""
+    plt = _pyplot()
+    shown = [(name, m) for name, m in metrics.items() if m.value is not None]
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(shown) + 1.2), constrained_layout=True)
+    for y, (name, m) in enumerate(shown):
+        low, high = (m.ci_low, m.ci_high) if m.ci_low is not None else (m.value, m.value)
+        ax.errorbar(m.value, y, xerr=[[m.value - low], [high - m.value]], fmt="o", capsize=4)
+        ax.annotate(f"{m.value:+.3f} (n={m.n})", (m.value, y), textcoords="offset points", xytext=(6, 6), fontsize=8)
+    ax.axvline(0, color="gray", lw=0.8)
+    ax.set_yticks(range(len(shown)), [name for name, _ in shown])
+    ax.set(title=title, xlabel="value (95% interval)")
+    atomic_write(out, lambda tmp: fig.savefig(tmp, dpi=100))
+    plt.close(fig)
+    return out

@@ -1,0 +1,79 @@
+"""One judge evaluation's record on disk.
+
+    <eval>/header.json    task, judge config, dataset (path and digest), settings: what the answers mean
+    <eval>/pairs.jsonl    every compare query (accuracy pairs and probes) with its answer and provenance
+    <eval>/answers.jsonl  every score or rate query, likewise
+    <eval>/states.jsonl   one line per evaluated state: state_id, label, progress, reward (EPIC's input)
+    <eval>/summary.json   every metric with its interval and n, position-bias verdict, calls, cost, abstains
+    <eval>/rewards.png    reward histograms (goal vs not), reward against progress, trajectory rewards
+    <eval>/bias.png       the position-bias probes (compare judges)
+
+The answer logs are append-only and flushed line by line; an evaluation run again with the same
+header reuses every answer they hold.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from vlmbench.errors import VlmbenchError
+from vlmbench.files import FolderLock, append_jsonl, atomic_write_text, read_jsonl, write_json
+from vlmbench.judges.base import Answer, Question
+
+RECORD_KIND = "vlmbench-eval"
+
+
+class EvalRecord:
+    """An evaluation folder under its lock; the answer log `JudgeEvaluation` asks through."""
+
+    def __init__(self, folder: Path, header: dict, *, overwrite: bool = False):
+        self.folder = folder
+        self.notes: list[str] = []
+        header = {"record": RECORD_KIND, **header}
+        existing = folder.is_dir() and any(p.name != ".lock" for p in folder.iterdir())
+        old = self._read_header() if existing else None
+        if existing and (old is None or old.get("record") != RECORD_KIND):
+            raise VlmbenchError(f"{folder} exists and is not a vlmbench evaluation record; choose another --results")
+        self.lock = FolderLock(folder)
+        try:
+            self.lock.acquire()
+        except OSError as exc:
+            raise VlmbenchError(f"cannot create the evaluation folder {folder}: {exc.strerror or exc}") from None
+        if existing and old != header:
+            if not overwrite:
+                self.lock.release()
+                raise VlmbenchError(f"{folder} holds an evaluation with other settings (judge, dataset or options); "
+                                    "pass --overwrite to replace it")
+            for child in folder.iterdir():
+                if child.name != ".lock":
+                    shutil.rmtree(child) if child.is_dir() else child.unlink()
+            existing = False
+        if not existing:
+            write_json(folder / "header.json", header)
+        for name in ("pairs.jsonl", "answers.jsonl"):
+            _, note = read_jsonl(folder / name, repair=True)
+            if note:
+                self.notes.append(note)
+
+    def _read_header(self) -> dict | None:
+        try:
+            return json.loads((self.folder / "header.json").read_text())
+        except (OSError, ValueError):
+            return None
+
+    def known(self) -> dict[str, Answer]:
+        lines = read_jsonl(self.folder / "pairs.jsonl")[0] + read_jsonl(self.folder / "answers.jsonl")[0]
+        return {line["query_id"]: Answer.from_dict(line) for line in lines}
+
+    def add(self, lines: list[dict]) -> None:
+        pairs = [line for line in lines if line["question"] == Question.COMPARE.value]
+        append_jsonl(self.folder / "pairs.jsonl", pairs)
+        append_jsonl(self.folder / "answers.jsonl", [line for line in lines if line not in pairs])
+
+    def write_states(self, states: list[dict]) -> None:
+        atomic_write_text(self.folder / "states.jsonl", "".join(json.dumps(s, sort_keys=True) + "\n" for s in states))
+
+    def close(self) -> None:
+        self.lock.release()
