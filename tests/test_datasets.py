@@ -146,6 +146,27 @@ def test_goals_near_misses_and_trajectories_are_reproduced_from_their_seed(task_
         env.close()
 
 
+def test_cartpole_trajectories_are_random_falls_played_backwards(built):
+    """Each state of a cartpole trajectory is the state after ``step`` random actions of the episode its
+    seed starts, with the velocities negated, and later states come from earlier steps."""
+    _, saved = built("cartpole-balance")
+    (path,) = saved.trajectories().values()
+    env = make_env(catalogue.resolve_task("cartpole-balance"), render=False)
+    try:
+        env.reset(seed=path[0].seed)
+        env.action_space.seed(path[0].seed)
+        forward = {0: np.array(env.unwrapped.state, dtype=np.float64)}
+        for step in range(1, path[0].step + 1):
+            env.step(env.action_space.sample())
+            forward[step] = np.array(env.unwrapped.state, dtype=np.float64)
+    finally:
+        env.close()
+    assert [row.step for row in path] == sorted((row.step for row in path), reverse=True) and path[-1].step == 0
+    for row in path:
+        x, x_dot, angle, angle_dot = forward[row.step]
+        assert np.array_equal(row.state.values, [x, -x_dot, angle, -angle_dot])
+
+
 def test_restoring_a_replayed_reset_state_restores_its_observation():
     env = make_env(catalogue.resolve_task("lunarlander-top-left"), render=False)
     try:
