@@ -75,6 +75,17 @@ def test_build_save_load_round_trip(built):
     assert info["format_version"] == FORMAT_VERSION and info["task"] == "cartpole-balance"
 
 
+@pytest.mark.parametrize("task_id, goal_fraction", [("cartpole-balance", 0.1), ("cartpole-upright", 0.9),
+                                                    ("mountaincar-flag", 0.5)])
+def test_random_states_never_overfill_a_label(task_id, goal_fraction):
+    """Random-policy states mostly hold cartpole-balance's goal and mostly miss cartpole-upright's: the
+    share of goal states is still the one asked for."""
+    dataset = build_dataset(catalogue.resolve_task(task_id), n=20, goal_fraction=goal_fraction, seed=1,
+                            trajectories=0)
+    assert sum(row.label for row in dataset.lone()) == round(20 * goal_fraction)
+    assert any(row.sampler == "random" for row in dataset.rows)
+
+
 def test_build_meets_the_goal_fraction_and_is_deterministic():
     task = catalogue.resolve_task("cartpole-balance")
     first, again, other = (build_dataset(task, n=20, goal_fraction=0.3, seed=seed, trajectories=2,
