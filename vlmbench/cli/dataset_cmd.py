@@ -64,10 +64,10 @@ def build(
     check_build_settings(n, goal_fraction, trajectories, trajectory_length)
     spec = resolve_task(task)
     path = out or LOCAL_DIR / f"{spec.id}.parquet"
-    if path.exists() and not overwrite:
-        raise VlmbenchError(f"{path} exists; pass --overwrite to replace it")
     if path.suffix != ".parquet":
         raise VlmbenchError(f"--out {path}: a dataset file's name ends in .parquet")
+    if path.exists() and not overwrite:
+        raise VlmbenchError(f"{path} exists; pass --overwrite to replace it")
     dataset = _with_progress(f"build {spec.id}", n + trajectories * trajectory_length, lambda progress: build_dataset(
         spec, n=n, goal_fraction=goal_fraction, seed=seed, trajectories=trajectories,
         trajectory_length=trajectory_length, progress=progress))
@@ -79,8 +79,9 @@ def build(
 def _print_counts(dataset: Dataset) -> None:
     lone = dataset.lone()
     goals = sum(row.label for row in lone)
-    table = Table(title=f"{dataset.task} v{dataset.task_version}: {len(lone)} states, {goals} goal, "
-                        f"{len(lone) - goals} not goal")
+    console.print(f"{dataset.task} v{dataset.task_version}: {len(lone)} states, {goals} goal, {len(lone) - goals} "
+                  f"not goal", soft_wrap=True)
+    table = Table()
     for column in ("sampler", "states", "goal", "not goal"):
         table.add_column(column, justify="left" if column == "sampler" else "right")
     by_sampler = Counter((row.sampler, row.label) for row in dataset.rows)
@@ -97,6 +98,8 @@ def _print_counts(dataset: Dataset) -> None:
     for sampler in samplers:
         if sampler in how:
             console.print(f"{sampler}: {escape(str(how[sampler]))}")
+    settings = ", ".join(f"{k} {v}" for k, v in dataset.build.items() if k != "samplers")
+    console.print(f"built {dataset.created} by vlmbench {dataset.vlmbench_version}: {settings}", soft_wrap=True)
     labellers = Counter(row.labeller for row in dataset.rows)
     console.print("labelled by " + ", ".join(f"{who} ({count})" for who, count in labellers.most_common()))
     for note in dataset.notes:
@@ -123,8 +126,8 @@ def _sample(dataset: Dataset, count: int) -> list:
 @app.command("show")
 def show(
     name: str = typer.Argument(..., help="a task id or alias (its shipped dataset), or a dataset file"),
-    task: str = typer.Option(None, "--task", "-t",
-                             help="the task it must hold (id, alias or YAML path; default: its own, from the catalogue)"),
+    task: str = typer.Option(None, "--task", "-t", help="the task it must hold (id, alias or YAML path; "
+                                                       "default: the catalogue's task of its id)"),
     sheet: Path = typer.Option(None, "--sheet", help="contact sheet PNG (default results/datasets/<name>.png)"),
     sample: int = typer.Option(24, "--sample", min=1, help="lone states on the contact sheet"),
     workers: int = typer.Option(1, "--workers", min=1, help="worker processes rendering in parallel"),
@@ -159,12 +162,11 @@ def show(
 def list_datasets() -> None:
     """Shipped datasets (one per task) and local ones (results/datasets/ under this folder)."""
     table = Table(title=f"datasets (shipped: {shipped_dir()}; local: {LOCAL_DIR})")
-    for column in ("name", "where", "task", "version", "states", "goal", "trajectories", "created"):
-        table.add_column(column, overflow="fold", no_wrap=column == "name")
+    for column in ("task", "file", "states", "goal", "traj"):
+        table.add_column(column, overflow="fold", no_wrap=column != "file", min_width=16 if column == "file" else None)
     invalid = []
     for where, folder in (("shipped", shipped_dir()), ("local", LOCAL_DIR)):
         for path in sorted(folder.glob("*.parquet")):
-            name = path.stem if where == "shipped" else str(path)
             try:
                 dataset = load_dataset(path)
             except VlmbenchError as exc:
@@ -172,9 +174,9 @@ def list_datasets() -> None:
                 continue
             lone = dataset.lone()
             goals = sum(row.label for row in lone)
-            table.add_row(escape(name), where, dataset.task, str(dataset.task_version), str(len(lone)),
-                          f"{goals} ({goals / max(len(lone), 1):.0%})", str(len(dataset.trajectories())),
-                          dataset.created)
+            file = where if where == "shipped" else escape(str(path))
+            table.add_row(f"{dataset.task} v{dataset.task_version}", file, str(len(lone)),
+                          f"{goals} ({goals / max(len(lone), 1):.0%})", str(len(dataset.trajectories())))
     console.print(table)
     for problem in invalid:
         console.print(f"[red]invalid:[/red] {escape(problem)}")

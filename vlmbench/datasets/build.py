@@ -96,7 +96,7 @@ def build_dataset(task: TaskSpec, *, n: int, goal_fraction: float = 0.3, seed: i
         wanted_goals = round(goal_fraction * n)
         wanted_random = max(1, round(RANDOM_SHARE * n))
         pool = _random_pool(task, -(-n // STATES_PER_EPISODE), random_seed)
-        family = family_for(env, [state for _, state, _ in pool])
+        family = family_for(env)
         notes: list[str] = []
         if family is None:
             wanted_random = n

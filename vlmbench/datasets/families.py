@@ -4,24 +4,30 @@ family starts from the task's constructed goal state (vlmbench.datasets.goal_sta
 state can be constructed by actions, from a scripted policy that flies to the goal.
 
 Perturbing families search along one random direction per attempt: the goal state is moved by
-growing steps (``SCALES`` times the family's unit along the direction) until the detector first
-says no; that state is the near miss (at most 25% past the boundary), and a goal state is drawn
-uniformly from the stretch before it.
+growing steps (``SCALES``, x1.25 each, times the family's unit along the direction) until the
+detector first says no. The near miss is drawn uniformly between that step and twice as far
+(that step itself if the goal holds again there), a goal state from the stretch before it.
+Where the goal needs a contact (feet, shins or butt on the floor), most near misses are a
+support lifted a few millimetres off the floor by the perturbation: what the detector says,
+though a picture may hardly show it.
 
 - pose (MuJoCo: humanoid, Walker2d, Swimmer): every hinge joint of the goal pose turns by 1 degree
   per unit (clipped to its range) and a free root by 0.5 degrees per unit about a random axis; the
   body is rested on the floor (2 mm into it) and the pose is followed by three zero-action steps
-  so the contacts settle. Trajectories blend the pose of a random-policy state into the goal pose
-  (hinges linearly, a free root's orientation by slerp, the root's horizontal position kept), each
-  blended pose rested and settled the same way, starting from rest: a path of poses, not a motion
-  the physics produced.
-- cartpole: the goal state vector (cart at the centre, pole upright, at rest) moves by 2% per unit
-  of each entry's spread over random-policy states, clipped to the observation bounds.
-  Trajectories are random-policy falls played backwards (velocities negated): from a few steps
-  after the goal first fails back to the upright reset state, frames the env rendered in reverse.
-- mountaincar: the state vector perturbed as for cartpole, around the car that just reached the
-  flag. Trajectories follow an energy-pumping policy (push in the direction of travel) from the
-  reset state until the car reaches the flag: the env's own dynamics.
+  so the contacts settle. Trajectories blend the pose of a random-policy state (after a random
+  number of steps from a reset with the attempt's seed) into the goal pose (hinges linearly, a
+  free root's orientation by slerp, the root's horizontal position kept), each blended pose
+  rested and settled the same way, starting from rest: a path of poses, not a motion the physics
+  produced.
+- cartpole: the goal state vector (cart at the centre, pole upright, at rest) moves by 1 cm,
+  1 cm/s, 0.1 degree and 0.01 rad/s per unit, clipped to the observation bounds. Trajectories are
+  random-policy falls played backwards (velocities negated): from a few steps after the goal
+  first fails back to the upright reset state, frames the env rendered, in reverse.
+- mountaincar: the state vector (position, velocity) of the car that just reached the flag moves
+  by 0.002 and 0.0002 per unit, clipped to the observation bounds and to one step's travel (0.07)
+  past the flag: the episode stops at the first step at the flag, so no car gets further.
+  Trajectories follow an energy-pumping policy (push in the direction of travel) from the reset
+  state until the car reaches the flag: the env's own dynamics.
 - lander (LunarLander, whose states are replayed actions and cannot be constructed): a hovering
   controller aimed at a point up to 0.35 from the goal region's centre in x and y; goal states
   and near misses (detector says no, progress at least 0.7) are drawn from the states it passes
@@ -42,6 +48,7 @@ from vlmbench.envs.sim_state import SimState
 from vlmbench.envs.task_env import TaskEnv
 
 SCALES = 1.25 ** np.arange(31)  # steps tried along a direction, in the family's units (1 to about 800)
+NEAR_MISS_REACH = 2.0  # near misses lie between the first step where the goal fails and this many times it
 SETTLE_STEPS = 3  # zero-action steps after each constructed MuJoCo pose
 FALL_MARGIN = 5  # steps a reversed cartpole fall starts after the goal first fails
 NEAR_PROGRESS = 0.7  # the least progress of a lander near miss
@@ -84,17 +91,22 @@ class Perturbed(Family):
     def goal_and_near_miss(self, seed: int) -> tuple[SimState | None, SimState | None]:
         rng = np.random.default_rng(seed)
         direction = self.direction(rng)
-        last_goal, near_miss = None, None
+        last_goal, first_miss = None, None
         for scale in SCALES:
-            state = self.place(direction, scale)
+            self.place(direction, scale)
             if not self.goal_holds():
-                near_miss = state
+                first_miss = scale
                 break
             last_goal = scale
+        near_miss = None
+        if first_miss is not None:
+            near_miss = self.place(direction, first_miss * rng.uniform(1.0, NEAR_MISS_REACH))
+            if self.goal_holds():  # the goal region need not be convex along the direction
+                near_miss = self.place(direction, first_miss)
         if last_goal is None:
             return None, near_miss
         goal = self.place(direction, rng.uniform(0.0, last_goal))
-        if not self.goal_holds():  # the goal region need not be convex along the direction
+        if not self.goal_holds():
             goal = self.place(direction, last_goal)
         return goal, near_miss
 
@@ -126,18 +138,19 @@ class PoseFamily(Perturbed):
         "goal": "the constructed goal pose with its hinges turned (1 degree per unit) and a free root tilted "
                 "(0.5 degrees per unit) along a random direction, short of where the detector says no; rested "
                 "on the floor, then 3 zero-action steps",
-        "near-miss": "the first pose along such a direction where the detector says no (steps of 1.25x)",
-        "trajectory": "poses blended from a random-policy state to the goal pose (hinges linearly, root "
+        "near-miss": "a pose along such a direction between the first step (x1.25 each) where the detector says "
+                     "no and twice as far",
+        "trajectory": "poses blended from a random-policy state (after a random number of steps) to the goal "
+                      "pose (hinges linearly, root "
                       "orientation by slerp, root position kept), each rested on the floor and settled from rest",
     }
 
-    def __init__(self, env: TaskEnv, construct: Callable, starts: list[SimState]):
+    def __init__(self, env: TaskEnv, construct: Callable):
         super().__init__(env)
         self.model, self.data = env.unwrapped.model, env.unwrapped.data
         env.reset(seed=0)
         construct(env)
         self.goal_qpos = self.data.qpos.copy()
-        self.starts = starts
         self.free = self.model.jnt_type[0] == mujoco.mjtJoint.mjJNT_FREE
         self.rests = rests_on_floor(self.model)
         self.hinges = [(int(self.model.jnt_qposadr[j]), bool(self.model.jnt_limited[j]), *self.model.jnt_range[j])
@@ -174,8 +187,10 @@ class PoseFamily(Perturbed):
         return self.pose(qpos)
 
     def trajectory(self, seed: int, length: int) -> list[SimState] | None:
-        rng = np.random.default_rng(seed)
-        self.env.set_state(self.starts[int(rng.integers(len(self.starts)))])
+        self.env.reset(seed=seed)  # the start: after a random number of random-policy steps
+        self.env.action_space.seed(seed)
+        for _ in range(int(np.random.default_rng(seed).integers(1, self.task.env.episode_length + 1))):
+            self.env.step(self.env.action_space.sample())
         start = self.data.qpos.copy()  # slides (the root's horizontal position) keep these values
         path = []
         for w in np.linspace(0.0, 1.0, length):
@@ -190,13 +205,12 @@ class PoseFamily(Perturbed):
 
 
 # -- classic control: state vectors -----------------------------------------------------------------
-VECTOR_UNIT = 0.02  # of each state entry's spread over random-policy states
-
-
 class VectorFamily(Perturbed):
     """Classic-control envs whose observation is their state vector (CartPole, MountainCar)."""
 
-    def __init__(self, env: TaskEnv, construct: Callable, starts: list[SimState]):
+    unit = np.zeros(0)  # one unit of perturbation of each state entry
+
+    def __init__(self, env: TaskEnv, construct: Callable):
         super().__init__(env)
         env.reset(seed=0)
         construct(env)
@@ -204,7 +218,6 @@ class VectorFamily(Perturbed):
         space = env.observation_space
         self.dtype = space.dtype
         self.low, self.high = space.low.astype(np.float64), space.high.astype(np.float64)
-        self.unit = VECTOR_UNIT * np.std([s.values for s in starts], axis=0)
 
     def vector_state(self, values: np.ndarray, step: int = 0) -> SimState:
         return SimState("vector", observation=values.astype(self.dtype), values=values, step=step)
@@ -221,13 +234,16 @@ class VectorFamily(Perturbed):
 class CartPoleFamily(VectorFamily):
     name = "cartpole"
     samplers = {
-        "goal": "the balanced state (0, 0, 0, 0) moved along a random direction (2% of each entry's random-policy "
-                "spread per unit), short of where the detector says no",
-        "near-miss": "the first state along such a direction where the detector says no (steps of 1.25x)",
+        "goal": "the balanced state (0, 0, 0, 0) moved along a random direction (per unit: 1 cm, 1 cm/s, 0.1 "
+                "degree, 0.01 rad/s), short of where the detector says no",
+        "near-miss": "a state along such a direction between the first step (x1.25 each) where the detector says "
+                     "no and twice as far",
         "trajectory": f"a random-policy fall played backwards (velocities negated), from {FALL_MARGIN} steps after "
                       "the goal first fails back to the reset state",
     }
-    VELOCITIES = [1, 3]  # CartPole's state: cart position, cart velocity, pole angle, pole angular velocity
+    # CartPole's state: cart position, cart velocity, pole angle, pole angular velocity
+    unit = np.array([0.01, 0.01, math.radians(0.1), 0.01])
+    VELOCITIES = [1, 3]
 
     def trajectory(self, seed: int, length: int) -> list[SimState] | None:
         env = self.env
@@ -276,11 +292,20 @@ def pump(obs: np.ndarray) -> int:
 class MountainCarFamily(VectorFamily):
     name = "mountaincar"
     samplers = {
-        "goal": "the car just past the flag moved along a random direction (2% of each entry's random-policy "
-                "spread per unit), short of where the detector says no",
-        "near-miss": "the first state along such a direction where the detector says no (steps of 1.25x)",
+        "goal": "the car just past the flag moved along a random direction (per unit: position 0.002, velocity "
+                "0.0002), short of where the detector says no",
+        "near-miss": "a state along such a direction between the first step (x1.25 each) where the detector says "
+                     "no and twice as far",
         "trajectory": "an energy-pumping policy (push in the direction of travel) from reset to the flag",
     }
+
+    unit = np.array([0.002, 0.0002])  # position, velocity
+
+    def __init__(self, env: TaskEnv, construct: Callable):
+        super().__init__(env, construct)
+        # An episode stops at the first step at the flag, at most one step's travel (the top speed) past it.
+        car = env.unwrapped
+        self.high[0] = min(self.high[0], car.goal_position + car.max_speed)
 
     def trajectory(self, seed: int, length: int) -> list[SimState] | None:
         return scripted_trajectory(self.env, pump, seed, length)
@@ -339,20 +364,20 @@ class LanderFamily(Family):
         return scripted_trajectory(self.env, lambda obs: hover(obs, centre), seed, length)
 
 
-def family_for(env: TaskEnv, starts: list[SimState]) -> Family | None:
+def family_for(env: TaskEnv) -> Family | None:
     """The family that samples goal states for ``env``'s task, or None where vlmbench knows no way."""
     task = env.task
     if task.id in goal_states.LANDER_GOALS:
         return LanderFamily(env, goal_states.LANDER_GOALS[task.id])
     construct = goal_states.SUCCESS_STATES.get(task.id)
-    if construct is None or not starts:
+    if construct is None:
         return None
     if env.kind == "mujoco":
-        return PoseFamily(env, construct, starts)
+        return PoseFamily(env, construct)
     if env.observation_space.shape != np.shape(getattr(env.unwrapped, "state", None)):
         return None  # perturbing a state vector needs the observation to be that vector
     if task.env.id.startswith("CartPole"):
-        return CartPoleFamily(env, construct, starts)
+        return CartPoleFamily(env, construct)
     if task.env.id.startswith("MountainCar"):
-        return MountainCarFamily(env, construct, starts)
+        return MountainCarFamily(env, construct)
     return None

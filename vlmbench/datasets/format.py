@@ -284,6 +284,8 @@ def load_dataset(path: Path, task: TaskSpec | None = None) -> Dataset:
         table = pq.read_table(path)
     except (pa.ArrowException, OSError) as exc:
         raise _fail(path, f"not a readable Parquet file ({_brief(exc)})") from None
+    if table.num_rows == 0:
+        raise _fail(path, "holds no states")
     missing = [name for name in SCHEMA.names if name not in table.column_names]
     if missing:
         raise _fail(path, f"missing column{'s' if len(missing) > 1 else ''}: {', '.join(missing)}")

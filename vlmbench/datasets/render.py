@@ -14,6 +14,7 @@ import hashlib
 import json
 import multiprocessing
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -84,9 +85,10 @@ def render_states(task: TaskSpec, states: Sequence[SimState], *, workers: int = 
             renderer.close()
         return frames
     # Spawned, not forked: a forked child of a process that holds a GL context deadlocks in GL start-up.
-    context = multiprocessing.get_context("spawn")
-    with context.Pool(min(workers, len(chunks)), initializer=_start_worker, initargs=(task,)) as pool:
-        for chunk_frames in pool.imap(_render_chunk, [[s.to_dict() for s in chunk] for chunk in chunks]):
+    # An executor, not a multiprocessing.Pool: a worker that dies raises BrokenProcessPool instead of a hang.
+    with ProcessPoolExecutor(min(workers, len(chunks)), mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_start_worker, initargs=(task,)) as pool:
+        for chunk_frames in pool.map(_render_chunk, [[s.to_dict() for s in chunk] for chunk in chunks]):
             frames += chunk_frames
             if progress is not None:
                 progress(len(chunk_frames))
