@@ -1,8 +1,8 @@
 """Build a task's labelled-state dataset: no rendering, only env stepping and state setting.
 
 Of the ``n`` lone states, a third comes from uniform-random-policy episodes (``random``); goal
-states (``goal``) and near misses (``near-miss``: states just past where the detector says no)
-from the task's family in vlmbench.datasets.families fill up the rest, so that a share
+states (``goal``) and near misses (``near-miss``: hard negatives, just past where the detector
+says no) from the task's family in vlmbench.datasets.families fill up the rest, so that a share
 ``goal_fraction`` of the ``n`` holds the goal. Then ``trajectories`` trajectories of
 ``trajectory_length`` states (``trajectory``) are added, each starting where the goal does not
 hold and ending where it does. Every label and progress value is the task's detector evaluated
