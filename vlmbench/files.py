@@ -11,6 +11,7 @@ import contextlib
 import fcntl
 import json
 import os
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -144,6 +145,16 @@ class FolderLock:
         fh.flush()
         self._fh = fh
         return self
+
+    def others(self) -> list[Path]:
+        """What the folder holds besides its lock file."""
+        folder = self.path.parent
+        return [p for p in folder.iterdir() if p != self.path] if folder.is_dir() else []
+
+    def clear_others(self) -> None:
+        """Delete everything in the folder but the lock file (call with the lock held)."""
+        for child in self.others():
+            shutil.rmtree(child) if child.is_dir() else child.unlink()
 
     def release(self) -> None:
         if self._fh is not None:

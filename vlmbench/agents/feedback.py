@@ -174,7 +174,8 @@ class FeedbackLoop(BaseCallback):
             atomic_write(pending, lambda tmp: tmp.write_bytes(pickle.dumps(
                 {"items": items, "timesteps": timesteps, "rng": self.rng.bit_generator.state})))
         ids = [f"r{index}-q{i}" for i in range(len(items))]
-        logged = {line["query_id"]: line for line in self.record.queries() if line.get("query_id") in set(ids)}
+        wanted = set(ids)
+        logged = {line["query_id"]: line for line in self.record.queries() if line.get("query_id") in wanted}
         answers: dict[str, Answer] = {q: Answer.from_dict(logged[q]) for q in ids if q in logged}
         self.reused += len(answers)
         missing = [i for i, q in enumerate(ids) if q not in answers]

@@ -194,9 +194,9 @@ class Run:
     def _first_eval_due(self, stage: str, model: BaseAlgorithm) -> int:
         """The next evaluation's timestep, from the evaluations curves.csv already holds for ``stage``."""
         every = self.config.eval_every
-        evaluated = [int(r["timesteps"]) for r in self.record.curve_rows() if r["stage"] == stage and r["success_rate"]]
-        if not every:
+        if not every:  # evaluations at the end only
             return 2**62
+        evaluated = [int(r["timesteps"]) for r in self.record.curve_rows() if r["stage"] == stage and r["success_rate"]]
         if evaluated:
             return (max(evaluated) // every + 1) * every
         return every if model.num_timesteps > 0 else 0

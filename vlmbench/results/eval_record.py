@@ -15,7 +15,6 @@ header reuses every answer they hold.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 from vlmbench.errors import VlmbenchError
@@ -32,11 +31,11 @@ class EvalRecord:
         self.folder = folder
         self.notes: list[str] = []
         header = {"record": RECORD_KIND, **header}
-        existing = folder.is_dir() and any(p.name != ".lock" for p in folder.iterdir())
+        self.lock = FolderLock(folder)
+        existing = bool(self.lock.others())
         old = self._read_header() if existing else None
         if existing and (old is None or old.get("record") != RECORD_KIND):
             raise VlmbenchError(f"{folder} exists and is not a vlmbench evaluation record; choose another --results")
-        self.lock = FolderLock(folder)
         try:
             self.lock.acquire()
         except OSError as exc:
@@ -46,9 +45,7 @@ class EvalRecord:
                 self.lock.release()
                 raise VlmbenchError(f"{folder} holds an evaluation with other settings (judge, dataset or options); "
                                     "pass --overwrite to replace it")
-            for child in folder.iterdir():
-                if child.name != ".lock":
-                    shutil.rmtree(child) if child.is_dir() else child.unlink()
+            self.lock.clear_others()
             existing = False
         if not existing:
             write_json(folder / "header.json", header)

@@ -127,7 +127,7 @@ class RunRecord:
         header = {"record": RECORD_KIND, **header, "config_digest": config_digest(header["config"])}
         if folder.exists() and not folder.is_dir():
             raise VlmbenchError(f"{folder} exists and is not a folder")
-        existing = folder.is_dir() and any(p.name != ".lock" for p in folder.iterdir())
+        existing = bool(record.lock.others())
         if existing and not is_run_record(folder):
             raise VlmbenchError(f"{folder} exists and is not a vlmbench run record (no valid header.json); "
                                 "choose another --name" + ("; --overwrite deletes only run records" if overwrite else ""))
@@ -139,9 +139,7 @@ class RunRecord:
             raise VlmbenchError(f"cannot create the run folder {folder}: {exc.strerror or exc}") from None
         try:
             if existing and overwrite:
-                for child in folder.iterdir():
-                    if child.name != ".lock":
-                        shutil.rmtree(child) if child.is_dir() else child.unlink()
+                record.lock.clear_others()
             elif existing:
                 return record, record._reopen(header, resume)
             record._create(header)
