@@ -52,8 +52,10 @@ def evaluate_judge(
     from vlmbench.results.record import library_versions, session_info
     from vlmbench.specs.catalogue import resolve_judge, resolve_task
 
-    if pairs < 1 or workers < 1 or not 0 <= seed < 2**31:
-        raise VlmbenchError("--pairs and --workers must be at least 1, and --seed in 0..2^31-1")
+    for option, value, ok in (("--pairs", pairs, pairs >= 1), ("--workers", workers, workers >= 1),
+                              ("--seed", seed, 0 <= seed < 2**31)):
+        if not ok:
+            raise VlmbenchError(f"{option} {value}: give " + ("0 to 2^31-1" if option == "--seed" else "at least 1"))
     spec = resolve_task(task)
     judge_config = resolve_judge(judge)
     the_judge = build_judge(judge_config, source=judge)
