@@ -21,7 +21,8 @@ from vlmbench.datasets.format import load_dataset, save_dataset
 from vlmbench.datasets.render import frames
 from vlmbench.errors import VlmbenchError
 from vlmbench.specs.catalogue import resolve_task
-from vlmbench.web.app import create_app, draw_pairs, state_order
+from vlmbench.web.app import create_app
+from vlmbench.web.dataset_labelling import DatasetSource, draw_pairs, state_order
 from vlmbench.web.labels import LabelStore, agreement, cohen_kappa, store_path
 
 
@@ -38,7 +39,7 @@ def store(dataset, tmp_path):
 
 
 def client(dataset, store, tmp_path, pairs=6):
-    app = create_app(dataset, resolve_task(dataset.task), store, pairs=pairs, frames_dir=tmp_path / "frames")
+    app = create_app(DatasetSource(dataset, resolve_task(dataset.task), store, pairs=pairs, frames_dir=tmp_path / "frames"))
     return TestClient(app)
 
 

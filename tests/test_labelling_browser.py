@@ -18,7 +18,7 @@ from console import SCRIPT
 from vlmbench.datasets.build import build_dataset
 from vlmbench.datasets.format import save_dataset
 from vlmbench.specs.catalogue import resolve_task
-from vlmbench.web.app import draw_pairs, state_order
+from vlmbench.web.dataset_labelling import draw_pairs, state_order
 from vlmbench.web.labels import store_path
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")

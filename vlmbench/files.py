@@ -1,4 +1,5 @@
-"""Crash-safe file handling shared by every layer: atomic replacement, JSONL logs, folder locks.
+"""Crash-safe file handling shared by every layer: atomic replacement, JSONL logs, folder locks,
+SQLite files in WAL mode.
 
 A file written with ``atomic_write`` is either the old version or the new one, never half of
 either, whatever happens (kill -9, a full disk); with ``keep_previous`` the version it replaces
@@ -12,6 +13,7 @@ import fcntl
 import json
 import os
 import shutil
+import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -161,3 +163,25 @@ class FolderLock:
             fcntl.flock(self._fh.fileno(), fcntl.LOCK_UN)
             self._fh.close()
             self._fh = None
+
+
+def sqlite_connect(path: Path) -> sqlite3.Connection:
+    """A connection to the SQLite file ``path`` in autocommit mode that waits up to 10 s for a lock."""
+    db = sqlite3.connect(path, timeout=10, isolation_level=None)
+    db.execute("PRAGMA busy_timeout=10000")
+    return db
+
+
+def sqlite_create(path: Path, schema: str) -> sqlite3.Connection:
+    """A connection to ``path`` in WAL mode (readers never block the writer, and a killed writer loses
+    nothing it committed), with ``schema`` applied; the caller closes it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite_connect(path)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.executescript(schema)
+    except BaseException:
+        db.close()
+        raise
+    return db
+

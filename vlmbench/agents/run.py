@@ -60,9 +60,12 @@ def reward_mode(requested: str, judge: Judge, default: str | None = None) -> str
         requested = default
     if requested == "auto":
         for mode in ("score", "preference", "rating"):
-            if judge.can_answer(needs[mode]):
+            if judge.can_answer(needs[mode]) and not (mode == "score" and judge.interactive):
                 return mode
         raise VlmbenchError(f"judge '{judge.name}' answers no question a reward can be built from")
+    if requested == "score" and judge.interactive:
+        raise VlmbenchError(f"--reward score would ask judge '{judge.name}' about every environment step, and a "
+                            "person answers it; use --reward preference")
     if not judge.can_answer(needs[requested]):
         raise VlmbenchError(f"--reward {requested} needs a judge that answers '{needs[requested].value}'; "
                             f"'{judge.name}' does not")

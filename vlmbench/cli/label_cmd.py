@@ -74,8 +74,9 @@ def label(
     import uvicorn
 
     from vlmbench.web.app import create_app
+    from vlmbench.web.dataset_labelling import DatasetSource
 
-    app = create_app(dataset, task, store, pairs=pairs, seed=seed, handle=handle, frames_dir=frames_dir)
+    app = create_app(DatasetSource(dataset, task, store, pairs=pairs, seed=seed, handle=handle, frames_dir=frames_dir))
     console.print(f"labelling {escape(str(dataset.path))} into {escape(str(store.path))}")
     console.print(f"open http://{host}:{port}/ (Ctrl-C stops)")
     uvicorn.run(app, host=host, port=port, log_level="warning")

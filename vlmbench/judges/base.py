@@ -123,6 +123,7 @@ class Judge:
 
     answers: ClassVar[frozenset[Question]] = frozenset()
     needs_pixels: ClassVar[bool] = True
+    interactive: ClassVar[bool] = False  # a person answers: too slow for a reward at every environment step
     version: ClassVar[str] = "1"
     Params: ClassVar[type[JudgeParams]] = JudgeParams
 

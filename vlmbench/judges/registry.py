@@ -23,6 +23,7 @@ from vlmbench.specs.judge_config import JudgeConfig
 ENTRY_POINT_GROUP = "vlmbench.judges"
 BUILTIN_TYPES = {
     "clip": "vlmbench.judges.clip:ClipJudge",
+    "human": "vlmbench.judges.human:HumanJudge",
     "oracle": "vlmbench.judges.oracle:OracleJudge",
 }
 

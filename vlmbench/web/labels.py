@@ -18,6 +18,7 @@ from pathlib import Path
 
 from vlmbench.datasets.format import Dataset, now, save_dataset
 from vlmbench.errors import VlmbenchError
+from vlmbench.files import sqlite_connect, sqlite_create
 
 LABELS_DIR = Path("results/labels")
 STATE_VALUES = ("goal", "not-goal", "skip")
@@ -76,11 +77,8 @@ class LabelStore:
 
     def __init__(self, path: Path, dataset: Dataset):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = self._connect()
+        db = sqlite_create(self.path, _SCHEMA)
         try:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(_SCHEMA)
             known = db.execute("SELECT task, digest FROM dataset").fetchone()
             if known is None:
                 db.execute("INSERT INTO dataset VALUES (?, ?)", (dataset.task, dataset.digest))
@@ -91,9 +89,7 @@ class LabelStore:
             db.close()
 
     def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=10, isolation_level=None)
-        db.execute("PRAGMA busy_timeout=10000")
-        return db
+        return sqlite_connect(self.path)
 
     def add_state(self, state_id: str, handle: str, value: str) -> StateLabel:
         """Store one state label (the caller has checked the id and value); DuplicateLabel if present."""
