@@ -24,6 +24,11 @@ ENTRY_POINT_GROUP = "vlmbench.judges"
 BUILTIN_TYPES = {
     "clip": "vlmbench.judges.clip:ClipJudge",
     "oracle": "vlmbench.judges.oracle:OracleJudge",
+    "openai-pairwise": "vlmbench.judges.api.judges:OpenAIPairwiseJudge",
+    "anthropic-pairwise": "vlmbench.judges.api.judges:AnthropicPairwiseJudge",
+    "openai-rating": "vlmbench.judges.api.judges:OpenAIRatingJudge",
+    "anthropic-rating": "vlmbench.judges.api.judges:AnthropicRatingJudge",
+    "openai-yes": "vlmbench.judges.api.judges:OpenAIYesJudge",
 }
 
 
