@@ -299,8 +299,8 @@ class AnthropicClient(ApiClient):
                 for p in request.parts]
 
     async def _send(self, sdk, request: Request) -> Reply:
-        response = await sdk.messages.create(
-            model=self.model, max_tokens=request.max_tokens, temperature=request.temperature,
+        response = await sdk.messages.create(  # temperature goes in the body: recent SDKs dropped the argument
+            model=self.model, max_tokens=request.max_tokens, extra_body={"temperature": request.temperature},
             messages=[{"role": "user", "content": self.content(request)}])
         try:
             texts = [block.text for block in response.content if block.type == "text"]
