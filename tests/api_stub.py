@@ -32,6 +32,7 @@ class StubServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            wbufsize = 1 << 16  # headers and body in one send: no delayed-ACK stall per response
 
             def log_message(self, *args):
                 pass
@@ -74,12 +75,15 @@ class StubServer:
             handler.send_header(k, v)
         handler.end_headers()
         handler.wfile.write(data)
+        handler.wfile.flush()
 
     def _authorised(self, handler) -> bool:
         given = handler.headers.get("x-api-key") or handler.headers.get("authorization", "").removeprefix("Bearer ")
         return given == self.key
 
     def _get(self, handler):
+        if handler.path == "/stub/stats":
+            return self._send(handler, 200, {"requests": len(self.requests)})
         if not self._authorised(handler):
             return self._send(handler, 401, {"error": {"type": "authentication_error", "message": "bad key"}})
         match = re.fullmatch(r"/v1/models(?:/(.+))?", handler.path)
@@ -177,3 +181,11 @@ class StubServer:
             out.append({"token": token, "logprob": alternatives[0]["logprob"], "bytes": None,
                         "top_logprobs": alternatives[:top]})
         return out
+
+
+if __name__ == "__main__":  # python -m tests.api_stub KEY LATENCY: serve in this process, print the port
+    import sys
+
+    with StubServer(key=sys.argv[1], latency=float(sys.argv[2])) as served:
+        print(served.port, flush=True)
+        served.thread.join()
