@@ -27,7 +27,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from vlmbench.agents.config import FeedbackConfig
 from vlmbench.errors import VlmbenchError
 from vlmbench.files import atomic_write, previous_of
-from vlmbench.judges.base import Answer, Frame, Judge
+from vlmbench.judges.base import Answer, Frame, Judge, Question
 from vlmbench.learning.preferences import PreferenceDataset, train_on_preferences
 from vlmbench.learning.ratings import RatingDataset, train_on_ratings
 from vlmbench.learning.reward_nets import RewardEnsemble
@@ -155,6 +155,12 @@ class FeedbackLoop(BaseCallback):
         picks = self.rng.choice(len(segments), size=min(n, len(segments)), replace=False)
         return [segments[i] for i in sorted(picks)]
 
+    def _note_answered(self, items: list) -> None:
+        if self.mode == "preference":
+            self.judge.note_answered(self.task, Question.COMPARE, [(a.frames, b.frames) for a, b in items])
+        else:
+            self.judge.note_answered(self.task, Question.RATE, [s.frames for s in items])
+
     def _ask(self, items: list) -> list[Answer]:
         if self.mode == "preference":
             return self.judge.compare(self.task, [(a.frames, b.frames) for a, b in items])
@@ -178,6 +184,8 @@ class FeedbackLoop(BaseCallback):
         logged = {line["query_id"]: line for line in self.record.queries() if line.get("query_id") in wanted}
         answers: dict[str, Answer] = {q: Answer.from_dict(logged[q]) for q in ids if q in logged}
         self.reused += len(answers)
+        if answers:
+            self._note_answered([items[i] for i, q in enumerate(ids) if q in answers])
         missing = [i for i, q in enumerate(ids) if q not in answers]
         for start in range(0, len(missing), ASK_CHUNK):
             chunk = missing[start : start + ASK_CHUNK]

@@ -89,6 +89,36 @@ class RunResult:
     env_return_meaningful: bool  # False where the env's return is constant (termination never/absorbing)
 
 
+def judge_usage(lines: list[dict]) -> dict:
+    """What the judge's answers in a query log cost: answers, those from the judge's own cache, tokens in
+    and out, dollars, and abstentions by reason (score batches count each frame as an answer)."""
+    usage = {"answers": 0, "cache_hits": 0, "input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0, "abstained": {}}
+    abstained: dict[str, int] = {}
+    for line in lines:
+        provenance = line.get("provenance") or {}
+        if "frames" in line:  # a relabelled rollout's summary line
+            usage["answers"] += line["frames"]
+            usage["cache_hits"] += line.get("cached", 0)
+            usage["input_tokens"] += line.get("input_tokens", 0)
+            usage["output_tokens"] += line.get("output_tokens", 0)
+            usage["cost_usd"] += line.get("cost_usd", 0.0)
+            if line.get("abstained"):
+                reason = "; ".join(line.get("abstain_reasons") or []) or "no reason given"
+                abstained[reason] = abstained.get(reason, 0) + line["abstained"]
+            continue
+        usage["answers"] += 1
+        usage["cache_hits"] += bool(provenance.get("cached"))
+        usage["input_tokens"] += provenance.get("input_tokens", 0)
+        usage["output_tokens"] += provenance.get("output_tokens", 0)
+        usage["cost_usd"] += provenance.get("cost_usd", 0.0)
+        if line.get("value") is None:
+            reason = line.get("abstain_reason") or "no reason given"
+            abstained[reason] = abstained.get(reason, 0) + 1
+    usage["cost_usd"] = round(usage["cost_usd"], 6)
+    usage["abstained"] = abstained
+    return usage
+
+
 def default_run_name(task: TaskSpec, judge: str, mode: str, algorithm: str, config: RunConfig) -> str:
     """'<task>--<judge>--<reward mode>--<algorithm>--seed<N>--<config digest>': runs whose configs
     differ never share a folder, and a resume with more timesteps finds its run."""
@@ -346,6 +376,12 @@ class Run:
             model = self._train_stage(name, algorithm, timesteps, progress, collect=name == "agent")
             self._mark_done(name, timesteps)
         result = self.evaluate(model)
+        usage = judge_usage(self.record.queries())
+        self.record.write_json("judge_usage.json", usage)
+        reasons = ", ".join(f"{n} {reason}" for reason, n in usage["abstained"].items())
+        self._say(f"judge: {usage['answers']} answers ({usage['cache_hits']} from its cache), tokens in "
+                  f"{usage['input_tokens']:,} out {usage['output_tokens']:,}, ${usage['cost_usd']:.4f}, abstained "
+                  f"{sum(usage['abstained'].values())}{f' ({reasons})' if reasons else ''}")
         self.record.tick(finished=True)
         c = self.counters()
         return RunResult(self.record.folder, result, int(c.get("labels", 0)), int(c.get("abstained", 0)),

@@ -86,7 +86,8 @@ def evaluate_judge(
             "settings": header["settings"], "versions": library_versions(), "session": session_info(),
             "metrics": {name: _metric_dict(m) for name, m in result.metrics.items()},
             "position_bias": result.position_bias, "calls": result.calls, "reused_answers": result.reused,
-            "cost_usd": round(result.cost_usd, 6), "abstained": dict(result.abstained),
+            "cost_usd": round(result.cost_usd, 6), "input_tokens": result.input_tokens,
+            "output_tokens": result.output_tokens, "cache_hits": result.cache_hits, "abstained": dict(result.abstained),
         }
         write_json(record.folder / "summary.json", summary)
         title = f"{judge_config.name} on {spec.id}"
@@ -113,5 +114,8 @@ def evaluate_judge(
         text = {True: "[red]position-biased[/red]: " + "; ".join(verdict["reasons"]), False: "no position bias found",
                 None: "position bias not measured"}[verdict["biased"]]
         console.print(text)
-    console.print(f"judge answers bought {result.calls}, reused {result.reused}, ${result.cost_usd:.2f}; "
-                  f"abstained {sum(result.abstained.values())}; record: {record.folder}")
+    reasons = ", ".join(f"{n} {reason}" for reason, n in result.abstained.most_common())
+    console.print(f"judge answers bought {result.calls} (from the judge's cache {result.cache_hits}), reused "
+                  f"{result.reused}, tokens in {result.input_tokens:,} out {result.output_tokens:,}, "
+                  f"${result.cost_usd:.4f}; abstained {sum(result.abstained.values())}"
+                  f"{f' ({reasons})' if reasons else ''}; record: {record.folder}")

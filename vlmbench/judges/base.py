@@ -159,6 +159,10 @@ class Judge:
     def warm_up(self) -> None:
         """Load whatever the judge needs (weights, clients) now, so a run fails before it trains."""
 
+    def note_answered(self, task: TaskSpec, question: Question, items: Sequence) -> None:
+        """Questions the caller answered from its own log instead of asking (``items`` as ``score``,
+        ``compare`` or ``rate`` take them): a judge that numbers repeated questions counts them as asked."""
+
     # -- what subclasses implement --------------------------------------------------------
     def _score(self, task: TaskSpec, frames: list[Frame]) -> list[Answer]:
         raise NotImplementedError

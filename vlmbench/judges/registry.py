@@ -25,6 +25,11 @@ BUILTIN_TYPES = {
     "clip": "vlmbench.judges.clip:ClipJudge",
     "human": "vlmbench.judges.human:HumanJudge",
     "oracle": "vlmbench.judges.oracle:OracleJudge",
+    "openai-pairwise": "vlmbench.judges.api.judges:OpenAIPairwiseJudge",
+    "anthropic-pairwise": "vlmbench.judges.api.judges:AnthropicPairwiseJudge",
+    "openai-rating": "vlmbench.judges.api.judges:OpenAIRatingJudge",
+    "anthropic-rating": "vlmbench.judges.api.judges:AnthropicRatingJudge",
+    "openai-yes": "vlmbench.judges.api.judges:OpenAIYesJudge",
 }
 
 

@@ -64,6 +64,9 @@ class EvalResult:
     calls: int = 0  # answers bought in this session
     reused: int = 0  # answers taken from the log
     cost_usd: float = 0.0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_hits: int = 0  # answers bought in this session that the judge took from its own cache
     abstained: Counter = field(default_factory=Counter)  # by reason
     trajectories: list[dict] = field(default_factory=list)  # per trajectory: its rewards, for plots
 
@@ -98,21 +101,27 @@ class JudgeEvaluation:
         self._load_frames([r for _, rows in queries for r in rows])
         out = {qid: self.known[qid] for qid, _ in queries if qid in self.known}
         self.result.reused += len(out)
+        if out:
+            self.judge.note_answered(self.task, question, self._items(question, [q for q in queries if q[0] in out]))
         todo = [(qid, rows) for qid, rows in queries if qid not in out]
         for start in range(0, len(todo), ASK_CHUNK):
             chunk = todo[start : start + ASK_CHUNK]
+            items = self._items(question, chunk)
             if question is Question.SCORE:
-                got = self.judge.score(self.task, [self.frame(rows[0]) for _, rows in chunk])
+                got = self.judge.score(self.task, items)
             elif question is Question.COMPARE:
-                got = self.judge.compare(self.task, [([self.frame(a)], [self.frame(b)]) for _, (a, b) in chunk])
+                got = self.judge.compare(self.task, items)
             else:
-                got = self.judge.rate(self.task, [[self.frame(rows[0])] for _, rows in chunk])
+                got = self.judge.rate(self.task, items)
             self.log.add([{"query_id": qid, "states": [r.state_id for r in rows], **answer.to_dict()}
                           for (qid, rows), answer in zip(chunk, got, strict=True)])
             for (qid, _), answer in zip(chunk, got, strict=True):
                 out[qid] = answer
                 self.result.calls += 1
                 self.result.cost_usd += answer.provenance.cost_usd
+                self.result.input_tokens += answer.provenance.input_tokens
+                self.result.output_tokens += answer.provenance.output_tokens
+                self.result.cache_hits += answer.provenance.cached
             if self.progress is not None:
                 self.progress(len(chunk))
         answers = [out[qid] for qid, _ in queries]
@@ -120,6 +129,14 @@ class JudgeEvaluation:
             if answer.abstained:
                 self.result.abstained[answer.abstain_reason or "no reason given"] += 1
         return answers
+
+    def _items(self, question: Question, queries: list[tuple[str, tuple[Row, ...]]]) -> list:
+        """The judge's inputs for ``queries``: frames to score, pairs of one-frame clips, or clips to rate."""
+        if question is Question.SCORE:
+            return [self.frame(rows[0]) for _, rows in queries]
+        if question is Question.COMPARE:
+            return [([self.frame(a)], [self.frame(b)]) for _, (a, b) in queries]
+        return [[self.frame(rows[0])] for _, rows in queries]
 
     def planned_queries(self) -> int:
         """How many answers this evaluation needs (for a progress bar)."""

@@ -222,6 +222,8 @@ class RunRecord:
             "mean": float(given.mean()) if len(given) else None,
             "min": float(given.min()) if len(given) else None, "max": float(given.max()) if len(given) else None,
             "cost_usd": sum(a.provenance.cost_usd for a in answers),
+            "input_tokens": sum(a.provenance.input_tokens for a in answers),
+            "output_tokens": sum(a.provenance.output_tokens for a in answers),
             "provenance": {k: v for k, v in answers[0].provenance.to_dict().items() if k not in ("seconds", "cached")},
         }
         self.log_queries([line])
