@@ -1,4 +1,4 @@
-"""API judge throughput: labels per second against a local server (its own process) answering after 200 ms,
+"""API judge throughput: labels per second against `vlmbench fake-server` (its own process) answering after 200 ms,
 with 1 and 16 requests in flight, and a cached re-run (no request may reach the server).
 
     PYTHONPATH=. python bench/bench_api_judge.py [--pairs 48] [--latency 0.2]
@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import subprocess
 import sys
 import urllib.request
@@ -25,6 +26,12 @@ from vlmbench.specs.catalogue import resolve_task  # noqa: E402
 from vlmbench.specs.judge_config import JudgeConfig  # noqa: E402
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--pairs", type=int, default=48)
@@ -39,23 +46,31 @@ def main() -> None:
         x, y = rng.integers(0, 180, size=2)
         pixels[y : y + 40, x : x + 40] = rng.integers(0, 200, size=3, dtype=np.uint8)
         frames.append(Frame(pixels))
+    port = free_port()
     pairs = [([frames[2 * i]], [frames[2 * i + 1]]) for i in range(args.pairs)]
     rows = []
     root = Path(__file__).resolve().parents[1]
-    server = subprocess.Popen([sys.executable, "-m", "tests.api_stub", "bench", str(args.latency)], cwd=root,
-                              stdout=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{server.stdout.readline().strip()}"
+    server = subprocess.Popen([sys.executable, "-m", "vlmbench", "fake-server", "--port", str(port),
+                               "--latency-ms", str(args.latency * 1000)], cwd=root, stdout=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
 
     def served() -> int:
-        with urllib.request.urlopen(f"{url}/stub/stats") as response:
+        with urllib.request.urlopen(f"{url}/fake/stats") as response:
             return json.load(response)["requests"]
+
+    for _ in range(300):  # until it answers
+        try:
+            served()
+            break
+        except OSError:
+            time.sleep(0.1)
 
     try:
         with tempfile.TemporaryDirectory() as tmp:
             for label, concurrency, cache in (("concurrency 1", 1, "c1"), ("concurrency 16", 16, "c16"),
                                               ("cached re-run", 16, "c16")):
                 judge = build_judge(JudgeConfig(name="bench", type="openai-pairwise", params={
-                    "model": "stub-vlm", "base_url": f"{url}/v1", "api_key_env": "BENCH_KEY",
+                    "model": "fake-vlm", "base_url": f"{url}/v1", "api_key_env": "BENCH_KEY",
                     "concurrency": concurrency, "cache_path": str(Path(tmp) / f"{cache}.sqlite")}))
                 before = served()
                 began = time.perf_counter()

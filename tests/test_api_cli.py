@@ -6,14 +6,15 @@ import socket
 
 import pytest
 
-from tests.api_stub import StubServer
+from vlmbench.judges.api.fake_server import FakeServer
 from tests.console import one_line_error, vlmbench
+from tests.test_api_judges import tokens_in
 
 KEY = "sk-cli-Hx7pW2distinctive"
 
 
 def config(tmp_path, name="api-judge", **params) -> str:
-    base = {"model": "stub-vlm", "api_key_env": "STUB_KEY", "cache_path": str(tmp_path / "cache.sqlite"),
+    base = {"model": "fake-vlm", "api_key_env": "STUB_KEY", "cache_path": str(tmp_path / "cache.sqlite"),
             "retry_base_delay_s": 0.01}
     lines = [f"name: {name}", "type: openai-pairwise", "default_reward: preference", "params:"]
     lines += [f"  {k}: {json.dumps(v)}" for k, v in {**base, **params}.items()]
@@ -41,7 +42,7 @@ def fails_cleanly(tmp_path, judge: str, env: dict, *, command="eval") -> str:
 
 
 def test_missing_key(tmp_path):
-    with StubServer(key=KEY) as server:
+    with FakeServer(key=KEY) as server:
         message = fails_cleanly(tmp_path, config(tmp_path, base_url=server.openai_url), {"STUB_KEY": ""})
     assert "set the environment variable STUB_KEY" in message
 
@@ -53,7 +54,7 @@ def test_unreachable_endpoint(tmp_path):
 
 
 def test_wrong_key_and_unknown_model(tmp_path):
-    with StubServer(key=KEY) as server:
+    with FakeServer(key=KEY) as server:
         judge = config(tmp_path, base_url=server.openai_url)
         assert "rejected the API key in STUB_KEY" in fails_cleanly(tmp_path, judge, {"STUB_KEY": "wrong-key"})
         judge = config(tmp_path, name="other-model", base_url=server.openai_url, model="gpt-nonexistent")
@@ -72,7 +73,7 @@ def test_unknown_field_and_missing_price(tmp_path):
 @pytest.mark.slow
 def test_eval_flags_a_first_biased_api_judge_and_run_works_without_leaking_the_key(tmp_path):
     env = {"STUB_KEY": KEY, "MUJOCO_GL": "egl"}
-    with StubServer(key=KEY, first_bias=0.7) as server:
+    with FakeServer(key=KEY, first_bias=0.7) as server:
         judge = config(tmp_path, base_url=server.openai_url, price_per_mtok_in=1.0, price_per_mtok_out=2.0)
         proc = vlmbench("eval", "--task", "cartpole-upright", "--judge", judge, "--pairs", "8", "--probes", "identical",
                         "--results", str(tmp_path / "evals"), cwd=tmp_path, env=env)
@@ -80,7 +81,7 @@ def test_eval_flags_a_first_biased_api_judge_and_run_works_without_leaking_the_k
         summary = json.loads((tmp_path / "evals" / "cartpole-upright--api-judge" / "summary.json").read_text())
         assert summary["position_bias"]["biased"] is True
         assert summary["calls"] == 58 and summary["cache_hits"] + len(server.requests) == 58
-        assert summary["input_tokens"] == 220 * len(server.requests)
+        assert summary["input_tokens"] == sum(tokens_in(request) for request in server.requests)
         assert summary["cost_usd"] == pytest.approx((summary["input_tokens"] + 2 * summary["output_tokens"]) / 1e6)
         asked = len(server.requests)
         proc = vlmbench("run", "--task", "cartpole-upright", "--judge", judge, "--timesteps", "256",

@@ -1,4 +1,4 @@
-"""API judges against a scripted local server: both wire formats, debiasing, the cache, faults, budgets."""
+"""API judges against the fake VLM server: both wire formats, debiasing, the cache, faults, budgets."""
 
 import base64
 import io
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.api_stub import StubServer
+from vlmbench.judges.api.fake_server import FakeServer, progress_of
 from vlmbench.errors import VlmbenchError
 from vlmbench.judges.api.judges import BudgetExhausted
 from vlmbench.judges.base import Frame
@@ -27,7 +27,7 @@ def key_env(monkeypatch):
 
 def make(server, kind="openai-pairwise", tmp_path=None, **params):
     url = server.anthropic_url if kind.startswith("anthropic") else server.openai_url
-    base = {"model": "stub-vlm", "base_url": url, "api_key_env": "STUB_KEY", "retry_base_delay_s": 0.01,
+    base = {"model": "fake-vlm", "base_url": url, "api_key_env": "STUB_KEY", "retry_base_delay_s": 0.01,
             "cache": "off" if tmp_path is None else "use"}
     if tmp_path is not None:
         base["cache_path"] = str(tmp_path / "cache.sqlite")
@@ -46,9 +46,15 @@ def png_of(data: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(data)))
 
 
+def tokens_in(request: dict) -> int:
+    """The fake server's input token count for a request: 1 per 4 characters of text, 85 per image."""
+    parts = [p for m in request["body"]["messages"] for p in m["content"]]
+    return sum(len(p["text"]) for p in parts if p["type"] == "text") // 4 + 85 * sum(p["type"] != "text" for p in parts)
+
+
 def test_openai_wire_format(key_env):
     a, b = frame(40), frame(200)
-    with StubServer(key=KEY) as server:
+    with FakeServer(key=KEY) as server:
         answers = make(server).compare(TASK, [([a], [b]), ([b], [a])])
         request = server.requests[0]
     assert [x.value for x in answers] == [0.0, 1.0]  # the brighter one wins
@@ -59,12 +65,12 @@ def test_openai_wire_format(key_env):
     decoded = [png_of(base64.b64decode(url.split(",", 1)[1])) for url in images]
     assert np.array_equal(decoded[0], a.pixels) and np.array_equal(decoded[1], b.pixels)
     assert content[-1]["text"].splitlines()[-1] == "Answer with one of: FIRST, SECOND, NEITHER"
-    assert answers[0].provenance.input_tokens == 220 and answers[0].provenance.cached is False
+    assert answers[0].provenance.input_tokens == tokens_in(request) and answers[0].provenance.cached is False
 
 
 def test_anthropic_wire_format_and_clips(key_env):
     a, b = [frame(40), frame(60)], [frame(200), frame(180)]
-    with StubServer(key=KEY) as server:
+    with FakeServer(key=KEY) as server:
         answers = make(server, "anthropic-pairwise").compare(TASK, [(a, b)])
         request = server.requests[0]
     assert answers[0].value == 0.0
@@ -78,7 +84,7 @@ def test_anthropic_wire_format_and_clips(key_env):
 
 
 def test_side_by_side_layout_and_chain_of_thought(key_env):
-    with StubServer(key=KEY) as server:
+    with FakeServer(key=KEY) as server:
         judge = make(server, layout="side_by_side", labels="left-right", tie=False, reasoning="chain_of_thought")
         answers = judge.compare(TASK, [([frame(220)], [frame(30)])])
         content = server.requests[0]["body"]["messages"][0]["content"]
@@ -90,48 +96,52 @@ def test_side_by_side_layout_and_chain_of_thought(key_env):
 
 
 def test_two_stage_shows_the_images_again(key_env):
-    with StubServer(key=KEY) as server:
+    with FakeServer(key=KEY) as server:
         answers = make(server, reasoning="two_stage").compare(TASK, [([frame(30)], [frame(220)])])
         analysis, labelling = server.requests
     assert answers[0].value == 0.0
     assert "one of:" not in json.dumps(analysis["body"])
     second = labelling["body"]["messages"][0]["content"]
     assert sum(p["type"] == "image_url" for p in second) == 2
-    assert "the second shows it upright" in second[-1]["text"]
+    assert "progress of about 0.12, 0.86" in second[-1]["text"]  # stage one's analysis, passed on
 
 
 def test_swap_debiasing_against_a_first_biased_server(key_env):
     pairs = [([frame(30)], [frame(220)]), ([frame(220)], [frame(30)])]
-    with StubServer(key=KEY, first_bias=1.0) as server:
+    with FakeServer(key=KEY, first_bias=1.0) as server:
         biased = make(server).compare(TASK, pairs)
         as_tie = make(server, debias="swap").compare(TASK, pairs)
         abstain = make(server, debias="swap", swap_disagreement="abstain").compare(TASK, pairs)
     assert [a.value for a in biased] == [1.0, 1.0]
     assert [a.value for a in as_tie] == [0.5, 0.5] and as_tie[0].detail["labels"] == ["FIRST", "FIRST"]
     assert [a.abstain_reason for a in abstain] == ["swap disagreement: the two orders gave different verdicts"] * 2
-    with StubServer(key=KEY) as server:
+    with FakeServer(key=KEY) as server:
         fair = make(server, debias="swap").compare(TASK, pairs)
         assert len(server.requests) == 4
     assert [a.value for a in fair] == [0.0, 1.0]
 
 
 def test_swap_average_from_logprobs(key_env):
-    with StubServer(key=KEY) as server:
+    with FakeServer(key=KEY) as server:
         answers = make(server, debias="swap_average").compare(TASK, [([frame(30)], [frame(220)])])
-    # the stub gives its label logprob log 0.8 and no alternative label: P(label) renormalises to 1
-    assert answers[0].value == 0.0 and answers[0].detail["p_first"] == [0.0, 1.0]
+    # the server's P(first label) is sigmoid((progress difference) / 0.1); swapped, the second frame is first
+    a, b = progress_of(frame(30).pixels), progress_of(frame(220).pixels)
+    forward, backward = 1 / (1 + np.exp(-(a - b) / 0.1)), 1 / (1 + np.exp(-(b - a) / 0.1))
+    assert answers[0].detail["p_first"] == pytest.approx([forward, backward], abs=1e-6)
+    assert answers[0].value == pytest.approx((forward + 1 - backward) / 2, abs=1e-6)
 
 
 def test_yes_probability_and_refusal_without_logprobs(key_env):
-    with StubServer(key=KEY) as server:
+    with FakeServer(key=KEY) as server:
         scores = make(server, "openai-yes").score(TASK, [frame(220), frame(30)])
-    assert scores[0].value == pytest.approx(0.8 / 0.95) and scores[1].value == pytest.approx(0.15 / 0.95)
-    with StubServer(key=KEY, logprobs=False) as server, pytest.raises(VlmbenchError, match="returned no logprobs"):
+    # P(yes) = the frame's progress (brightness / 255 here), spread over yes/Yes/no/No and renormalised
+    assert [s.value for s in scores] == pytest.approx([progress_of(frame(220).pixels), progress_of(frame(30).pixels)])
+    with FakeServer(key=KEY, logprobs=False) as server, pytest.raises(VlmbenchError, match="returned no logprobs"):
         make(server, "openai-yes").score(TASK, [frame(220)])
 
 
 def test_rating(key_env):
-    with StubServer(key=KEY) as server:
+    with FakeServer(key=KEY) as server:
         for kind in ("openai-rating", "anthropic-rating"):
             answers = make(server, kind).rate(TASK, [[frame(20)], [frame(120)], [frame(240)]])
             assert [a.value for a in answers] == [0, 1, 2]
@@ -140,7 +150,7 @@ def test_rating(key_env):
 
 def test_cache_makes_a_rerun_free_and_repeats_ask_again(key_env, tmp_path):
     pairs = [([frame(30)], [frame(220)]), ([frame(100)], [frame(90)])]
-    with StubServer(key=KEY) as server:
+    with FakeServer(key=KEY) as server:
         first = make(server, tmp_path=tmp_path).compare(TASK, pairs)
         assert len(server.requests) == 2
         again = make(server, tmp_path=tmp_path)
@@ -162,8 +172,8 @@ def test_faults_never_mislabel_and_every_abstention_has_its_reason(key_env, tmp_
     rng = np.random.default_rng(1)
     levels = rng.permutation(np.arange(4, 252, 3))[:80]
     pairs = [([frame(int(x))], [frame(int(y))]) for x, y in zip(levels[::2], levels[1::2])]
-    with StubServer(key=KEY, fail_rate=0.3, seed=3) as server:
-        judge = make(server, tmp_path=tmp_path, max_retries=1, concurrency=8)
+    with FakeServer(key=KEY, fail_rate=0.3, seed=3, timeout_seconds=2.0) as server:
+        judge = make(server, tmp_path=tmp_path, max_retries=1, concurrency=8, timeout_s=0.5)
         answers = judge.compare(TASK, pairs)
         faults, asked = list(server.faults), len(server.requests)
         server.fail_rate = 0.0  # a re-run buys only what the faults left unanswered
@@ -171,8 +181,10 @@ def test_faults_never_mislabel_and_every_abstention_has_its_reason(key_env, tmp_
         garbage = sum(a.abstain_reason.startswith("unparseable") for a in answers if a.abstained)
         failed = sum(a.abstain_reason.startswith("API call failed") for a in answers if a.abstained)
         assert len(server.requests) - asked == failed
-    assert len(faults) >= 5 and {"429", "500", "malformed", "garbage"} <= set(faults)
-    truth = [1.0 if x > y else 0.0 for x, y in zip(levels[::2], levels[1::2])]
+    assert len(faults) >= 5 and {"429", "500", "malformed-json", "garbage-text", "timeout"} <= set(faults)
+    # the server's verdict: the brighter frame, a tie (NEITHER) within 0.02 of progress
+    reads = [(progress_of(first[0].pixels), progress_of(second[0].pixels)) for first, second in pairs]
+    truth = [0.5 if abs(x - y) <= 0.02 else 1.0 if x > y else 0.0 for x, y in reads]
     answered = [(a.value, t) for a, t in zip(answers, truth) if not a.abstained]
     assert all(value == t for value, t in answered) and len(answered) >= 10
     reasons = [a.abstain_reason for a in answers if a.abstained]
@@ -185,7 +197,7 @@ def test_faults_never_mislabel_and_every_abstention_has_its_reason(key_env, tmp_
 
 def test_budget_cap_stops_and_holds_across_judges(key_env, tmp_path):
     pairs = [([frame(10 + 20 * i)], [frame(15 + 20 * i)]) for i in range(8)]
-    with StubServer(key=KEY) as server:
+    with FakeServer(key=KEY) as server:
         judge = make(server, tmp_path=tmp_path, budget_calls=5, concurrency=1)
         with pytest.raises(BudgetExhausted, match="budget"):
             judge.compare(TASK, pairs)
@@ -197,7 +209,7 @@ def test_budget_cap_stops_and_holds_across_judges(key_env, tmp_path):
 
 
 def test_no_key_in_any_file(key_env, tmp_path):
-    with StubServer(key=KEY) as server:
+    with FakeServer(key=KEY) as server:
         make(server, tmp_path=tmp_path, debias="swap").compare(TASK, [([frame(30)], [frame(220)])])
         make(server, "openai-yes", tmp_path=tmp_path).score(TASK, [frame(30)])
     written = [p for p in tmp_path.rglob("*") if p.is_file()]

@@ -61,7 +61,7 @@ class Image:
         from PIL import Image as PILImage
 
         buffer = io.BytesIO()
-        PILImage.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8)).save(buffer, format="PNG")
+        PILImage.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8)).save(buffer, format="PNG", compress_level=1)
         data = buffer.getvalue()
         return cls(data, hashlib.sha256(data).hexdigest())
 
