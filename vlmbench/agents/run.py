@@ -331,6 +331,7 @@ class Run:
             name, algorithm, _ = stages[-1]
             self._finish_media(load_agent(algorithm, self.record.checkpoints, name, None, self.config.device))
             self.record.tick(finished=True)
+            self.record.finish()
             return self.finished_result()
         self.record.begin_session(self.header["session"])
         if self.mode != "score":
@@ -344,6 +345,7 @@ class Run:
             self._mark_done(name, timesteps)
         result = self.evaluate(model)
         self.record.tick(finished=True)
+        self.record.finish()
         c = self.counters()
         return RunResult(self.record.folder, result, int(c.get("labels", 0)), int(c.get("abstained", 0)),
                          self.task.env.termination == "keep")
