@@ -132,3 +132,107 @@ def bias_chart(metrics: dict, out: Path, title: str) -> Path:
     atomic_write(out, lambda tmp: fig.savefig(tmp, dpi=100))
     plt.close(fig)
     return out
+
+
+def _with_interval(cell) -> tuple[float, list[float]]:
+    """A leaderboard cell's mean and its interval as error-bar lengths (zero where it has none)."""
+    if cell.low is None or cell.high is None:
+        return cell.mean, [0.0, 0.0]
+    return cell.mean, [max(cell.mean - cell.low, 0.0), max(cell.high - cell.mean, 0.0)]
+
+
+def _row_label(row) -> str:
+    return f"{row.judge} ({row.run_setting})" if row.run_setting else row.judge
+
+
+def epic_against_model_size(board, out: Path) -> Path | None:
+    """EPIC distance of CLIP judges against their parameter count (VLM-RM's scaling figure), a line per task;
+    None (nothing written) when no CLIP judge of known size has an EPIC distance."""
+    series = {}
+    for task, rows in board.tasks.items():
+        first = {}  # a judge's rows share its evaluations: one point per judge
+        for r in rows:
+            if r.parameters and r.cells["epic"].mean is not None:
+                first.setdefault(r.judge, (r.parameters, r.judge, r.cells["epic"]))
+        series[task] = sorted(first.values(), key=lambda point: point[0])
+    series = {task: points for task, points in series.items() if points}
+    if not series:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.2), constrained_layout=True)
+    for task, points in sorted(series.items()):
+        xs = [p[0] for p in points]
+        ys, errors = zip(*(_with_interval(p[2]) for p in points), strict=True)
+        ax.errorbar(xs, ys, yerr=np.array(errors).T, marker="o", capsize=4, label=task)
+        for x, y, (_, judge, _) in zip(xs, ys, points, strict=True):
+            ax.annotate(judge, (x, y), textcoords="offset points", xytext=(5, 5), fontsize=7)
+    ax.set_xscale("log")
+    ax.set(xlabel="CLIP parameters (log scale)", ylabel="EPIC distance to the goal labels (lower is better)",
+           title="EPIC distance against CLIP model size")
+    ax.legend(fontsize=8)
+    atomic_write(out, lambda tmp: fig.savefig(tmp, dpi=100))
+    plt.close(fig)
+    return out
+
+
+def success_rate_chart(board, out: Path) -> Path | None:
+    """Success rate of trained agents per task, a bar per judge (and run setting) with its interval over
+    seeds; None when no run has finished."""
+    rows = [r for task_rows in board.tasks.values() for r in task_rows if r.cells["success_rate"].mean is not None]
+    if not rows:
+        return None
+    tasks = sorted({r.scope for r in rows})
+    labels = sorted({_row_label(r) for r in rows})
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(tasks) + 2), 4.2), constrained_layout=True)
+    width = 0.8 / len(labels)
+    named = set()
+    for k, label in enumerate(labels):
+        for t, task in enumerate(tasks):
+            found = [r for r in rows if r.scope == task and _row_label(r) == label]
+            if not found:
+                continue
+            cell = found[0].cells["success_rate"]
+            mean, error = _with_interval(cell)
+            x = t + (k - (len(labels) - 1) / 2) * width
+            ax.bar(x, mean, width, yerr=np.array([error]).T, capsize=3, color=f"C{k}",
+                   label=None if label in named else label)
+            named.add(label)
+            ax.annotate(f"n={cell.n}", (x, 0.01), ha="center", fontsize=7, rotation=90)
+    ax.set_xticks(range(len(tasks)), tasks, rotation=15, ha="right")
+    ax.set(ylim=(0, 1.05), ylabel="success rate (interval over seeds)", title="Success rate of trained agents")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    atomic_write(out, lambda tmp: fig.savefig(tmp, dpi=100))
+    plt.close(fig)
+    return out
+
+
+def position_bias_chart(board, out: Path) -> Path | None:
+    """The position-bias probes per judge (a marker per task, with its interval): identical-pair bias and
+    preference fairness (0 is fair) and position consistency (1 is fair); None when no judge compares."""
+    keys = (("identical_pair_bias", 0.0), ("preference_fairness", 0.0), ("position_consistency", 1.0))
+    rows = [r for task_rows in board.tasks.values() for r in task_rows
+            if any(r.cells[k].mean is not None for k, _ in keys)]
+    if not rows:
+        return None
+    judges = sorted({r.judge for r in rows})
+    tasks = sorted({r.scope for r in rows})
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(13, 0.5 * len(judges) + 1.8), sharey=True, constrained_layout=True)
+    for ax, (key, fair) in zip(axes, keys, strict=True):
+        for t, task in enumerate(tasks):
+            offset = (t - (len(tasks) - 1) / 2) * 0.12
+            for y, judge in enumerate(judges):
+                found = [r for r in rows if r.scope == task and r.judge == judge and r.cells[key].mean is not None]
+                if found:
+                    mean, error = _with_interval(found[0].cells[key])
+                    ax.errorbar(mean, y + offset, xerr=np.array([error]).T, fmt="o", capsize=3, color=f"C{t}")
+        ax.axvline(fair, color="gray", lw=0.8, ls="--")
+        ax.set(title=key.replace("_", " ") + f" (fair: {fair:g})")
+    axes[0].set_yticks(range(len(judges)), judges)
+    handles = [plt.Line2D([], [], marker="o", ls="", color=f"C{t}") for t in range(len(tasks))]
+    fig.legend(handles, tasks, loc="outside lower center", ncols=min(len(tasks), 4), fontsize=8)
+    fig.suptitle("Position-bias probes of the judges that compare")
+    atomic_write(out, lambda tmp: fig.savefig(tmp, dpi=100))
+    plt.close(fig)
+    return out

@@ -89,6 +89,18 @@ def _metrics(summary: dict) -> dict:
     return out
 
 
+def _abstain_rate(kind: str, summary: dict) -> dict:
+    """The share of the judge's answers that abstained: over the answers an evaluation used (bought and
+    reused), or the answers a run bought."""
+    if kind == "eval":
+        abstained = sum((summary.get("abstained") or {}).values())
+        answers = int(summary["calls"]) + int(summary.get("reused_answers") or 0)
+    else:
+        abstained, answers = int(summary.get("abstained") or 0), int(summary["calls"])
+    value = abstained / answers if answers else None
+    return {"value": value, "ci_low": None, "ci_high": None, "n": answers}
+
+
 def clip_parameters(judge: dict) -> float | None:
     """A CLIP judge's parameter count: from the table for a built-in open_clip architecture, else by building
     the architecture its ``model_config`` file describes (random weights); None when neither can be had."""
@@ -146,7 +158,9 @@ def read_record(folder: Path) -> dict:
         raise
     except (KeyError, TypeError, ValueError, IndexError, OSError) as exc:
         raise RecordProblem(f"summary lacks or garbles a field ({type(exc).__name__}: {exc})") from None
-    row.update(metrics=_metrics(summary), judge_type=judge.get("type"),
+    metrics = _metrics(summary)
+    metrics["abstain_rate"] = _abstain_rate(row["kind"], summary)
+    row.update(metrics=metrics, judge_type=judge.get("type"),
                judge_model=(judge.get("params") or {}).get("model"), parameters=clip_parameters(judge))
     return row
 
