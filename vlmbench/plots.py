@@ -228,7 +228,8 @@ def position_bias_chart(board, out: Path) -> Path | None:
                     mean, error = _with_interval(found[0].cells[key])
                     ax.errorbar(mean, y + offset, xerr=np.array([error]).T, fmt="o", capsize=3, color=f"C{t}")
         ax.axvline(fair, color="gray", lw=0.8, ls="--")
-        ax.set(title=key.replace("_", " ") + f" (fair: {fair:g})")
+        ax.set(title=key.replace("_", " ") + f" (fair: {fair:g})", ylim=(-0.6, len(judges) - 0.4),
+               xlim=(-0.05, 1.05) if fair else (-0.55, 0.55))
     axes[0].set_yticks(range(len(judges)), judges)
     handles = [plt.Line2D([], [], marker="o", ls="", color=f"C{t}") for t in range(len(tasks))]
     fig.legend(handles, tasks, loc="outside lower center", ncols=min(len(tasks), 4), fontsize=8)

@@ -151,23 +151,33 @@ def _cells(entries: Sequence[Entry], kind: str) -> dict[str, Cell]:
     return cells
 
 
+def _mean_over(rows: Sequence[Row], key: str) -> Cell:
+    means = [r.cells[key].mean for r in rows if r.cells.get(key, EMPTY).mean is not None]
+    return Cell(float(np.mean(means)), None, None, len(means)) if means else EMPTY
+
+
 def _overall(tasks: dict[str, list[Row]]) -> list[Row]:
-    by_judge: dict[tuple[str, str], list[Row]] = defaultdict(list)
+    """Per judge: evaluation metrics averaged over every task it was evaluated on, run metrics over the tasks
+    with runs of each run setting (a row per setting)."""
+    by_judge: dict[str, list[Row]] = defaultdict(list)
     for rows in tasks.values():
         for row in rows:
-            by_judge[(row.judge, row.run_setting)].append(row)
+            by_judge[row.judge].append(row)
     overall = []
-    for (judge, setting), rows in sorted(by_judge.items()):
-        cells = {}
-        for column in COLUMNS:
-            means = [r.cells[column.key].mean for r in rows if r.cells.get(column.key, EMPTY).mean is not None]
-            cells[column.key] = Cell(float(np.mean(means)), None, None, len(means)) if means else EMPTY
+    for judge, rows in sorted(by_judge.items()):
+        first_per_task = list({r.scope: r for r in reversed(rows)}.values())  # a task's rows share evaluations
+        eval_cells = {c.key: _mean_over(first_per_task, c.key) for c in COLUMNS if c.kind == "eval"}
+        settings = sorted({r.run_setting for r in rows if r.run_setting}) or [""]
         sizes = [r.parameters for r in rows if r.parameters]
-        overall.append(Row(OVERALL, judge, setting, cells,
-                           eval_seeds=sorted({s for r in rows for s in r.eval_seeds}),
-                           run_seeds=sorted({s for r in rows for s in r.run_seeds}),
-                           calls=sum(r.calls for r in rows), cost_usd=sum(r.cost_usd for r in rows),
-                           parameters=sizes[0] if sizes else None))
+        for k, setting in enumerate(settings):
+            with_setting = [r for r in rows if r.run_setting == setting]
+            counted = with_setting + ([r for r in rows if not r.run_setting] if k == 0 and setting else [])
+            run_cells = {c.key: _mean_over(with_setting, c.key) for c in COLUMNS if c.kind == "run"}
+            overall.append(Row(OVERALL, judge, setting, {**eval_cells, **run_cells},
+                               eval_seeds=sorted({s for r in rows for s in r.eval_seeds}),
+                               run_seeds=sorted({s for r in with_setting for s in r.run_seeds}),
+                               calls=sum(r.calls for r in counted), cost_usd=sum(r.cost_usd for r in counted),
+                               parameters=sizes[0] if sizes else None))
     return overall
 
 
