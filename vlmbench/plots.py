@@ -186,18 +186,13 @@ def success_rate_chart(board, out: Path) -> Path | None:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(tasks) + 2), 4.2), constrained_layout=True)
     width = 0.8 / len(labels)
-    named = set()
+    column = {task: t for t, task in enumerate(tasks)}
     for k, label in enumerate(labels):
-        for t, task in enumerate(tasks):
-            found = [r for r in rows if r.scope == task and _row_label(r) == label]
-            if not found:
-                continue
-            cell = found[0].cells["success_rate"]
-            mean, error = _with_interval(cell)
-            x = t + (k - (len(labels) - 1) / 2) * width
-            ax.bar(x, mean, width, yerr=np.array([error]).T, capsize=3, color=f"C{k}",
-                   label=None if label in named else label)
-            named.add(label)
+        cells = {r.scope: r.cells["success_rate"] for r in rows if _row_label(r) == label}
+        xs = [column[task] + (k - (len(labels) - 1) / 2) * width for task in cells]
+        means, errors = zip(*(_with_interval(cell) for cell in cells.values()), strict=True)
+        ax.bar(xs, means, width, yerr=np.array(errors).T, capsize=3, color=f"C{k % 10}", label=label)
+        for x, cell in zip(xs, cells.values(), strict=True):
             ax.annotate(f"n={cell.n}", (x, 0.01), ha="center", fontsize=7, rotation=90)
     ax.set_xticks(range(len(tasks)), tasks, rotation=15, ha="right")
     ax.set(ylim=(0, 1.05), ylabel="success rate (interval over seeds)", title="Success rate of trained agents")
@@ -219,19 +214,23 @@ def position_bias_chart(board, out: Path) -> Path | None:
     tasks = sorted({r.scope for r in rows})
     plt = _pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(13, 0.5 * len(judges) + 1.8), sharey=True, constrained_layout=True)
+    place = {judge: y for y, judge in enumerate(judges)}
     for ax, (key, fair) in zip(axes, keys, strict=True):
         for t, task in enumerate(tasks):
             offset = (t - (len(tasks) - 1) / 2) * 0.12
-            for y, judge in enumerate(judges):
-                found = [r for r in rows if r.scope == task and r.judge == judge and r.cells[key].mean is not None]
-                if found:
-                    mean, error = _with_interval(found[0].cells[key])
-                    ax.errorbar(mean, y + offset, xerr=np.array([error]).T, fmt="o", capsize=3, color=f"C{t}")
+            shown = {}  # judge -> its first row on this task (a judge's rows share its evaluation)
+            for r in rows:
+                if r.scope == task and r.cells[key].mean is not None:
+                    shown.setdefault(r.judge, r.cells[key])
+            if shown:
+                means, errors = zip(*(_with_interval(cell) for cell in shown.values()), strict=True)
+                ax.errorbar(means, [place[j] + offset for j in shown], xerr=np.array(errors).T, fmt="o", capsize=3,
+                            color=f"C{t % 10}")
         ax.axvline(fair, color="gray", lw=0.8, ls="--")
         ax.set(title=key.replace("_", " ") + f" (fair: {fair:g})", ylim=(-0.6, len(judges) - 0.4),
                xlim=(-0.05, 1.05) if fair else (-0.55, 0.55))
     axes[0].set_yticks(range(len(judges)), judges)
-    handles = [plt.Line2D([], [], marker="o", ls="", color=f"C{t}") for t in range(len(tasks))]
+    handles = [plt.Line2D([], [], marker="o", ls="", color=f"C{t % 10}") for t in range(len(tasks))]
     fig.legend(handles, tasks, loc="outside lower center", ncols=min(len(tasks), 4), fontsize=8)
     fig.suptitle("Position-bias probes of the judges that compare")
     atomic_write(out, lambda tmp: fig.savefig(tmp, dpi=100))

@@ -2,7 +2,7 @@
 over seeds with a confidence interval; a table per task and an overall one.
 
 Over seeds: with two or more seeds the value is the mean of the per-seed values and the interval a percentile
-bootstrap of that mean over seeds (``metrics.bootstrap.measure``, resampling seeds); with one seed they are
+bootstrap of that mean over seeds (as ``metrics.bootstrap.measure`` makes it, resampling seeds); with one seed they are
 that record's own value and interval (a bootstrap over its states, pairs or episodes). Where one seed has
 several records (a folder copied, say) their values are averaged first. The overall table averages each
 judge's per-task means over the tasks it has (n counts tasks; no interval).
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from vlmbench.files import atomic_write_text
-from vlmbench.metrics.bootstrap import measure
+from vlmbench.metrics.bootstrap import LEVEL, RESAMPLES, percentile_interval
 from vlmbench.results.store import Entry, Skipped
 
 INTERVAL_SEED = 0  # the bootstrap over seeds is seeded, so a leaderboard is reproducible
@@ -101,9 +101,10 @@ def over_seeds(per_seed: dict[int, list[dict]]) -> Cell:
         if len(values[seeds[0]]) == 1:
             return Cell(float(means[0]), only.get("ci_low"), only.get("ci_high"), 1)
         return Cell(float(means[0]), None, None, 1)
-    metric = measure("over seeds", lambda i: float(means[i].mean()), len(means),
-                     rng=np.random.default_rng(INTERVAL_SEED))
-    return Cell(metric.value, metric.ci_low, metric.ci_high, len(seeds))
+    # measure()'s percentile bootstrap, its draws made at once: the same draws, the same interval
+    draws = np.random.default_rng(INTERVAL_SEED).integers(0, len(means), (RESAMPLES, len(means)))
+    low, high = percentile_interval(means[draws].mean(axis=1), LEVEL)
+    return Cell(float(means.mean()), low, high, len(seeds))
 
 
 def _group_rows(entries: Sequence[Entry]) -> dict[str, list[Row]]:
@@ -234,7 +235,7 @@ def _markdown_table(rows: Sequence[Row]) -> str:
 
 
 INTERVALS_NOTE = ("Cells: mean [95% interval] (n seeds). Over two or more seeds: the mean of the per-seed values, "
-                  "with a percentile bootstrap over seeds; over one seed: that record's value and its bootstrap "
+                  "with a percentile bootstrap over seeds (1,000 resamples); over one seed: that record's value and its bootstrap "
                   "interval over states, pairs or episodes. The overall table averages per-task means (n tasks). "
                   "EPIC distance: lower is better; identical-pair bias and preference fairness: 0 is fair.")
 
