@@ -160,13 +160,18 @@ def epic_against_model_size(board, out: Path) -> Path | None:
         return None
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.2), constrained_layout=True)
+    named = set()
     for task, points in sorted(series.items()):
         xs = [p[0] for p in points]
         ys, errors = zip(*(_with_interval(p[2]) for p in points), strict=True)
         ax.errorbar(xs, ys, yerr=np.array(errors).T, marker="o", capsize=4, label=task)
         for x, y, (_, judge, _) in zip(xs, ys, points, strict=True):
-            ax.annotate(judge, (x, y), textcoords="offset points", xytext=(5, 5), fontsize=7)
+            if judge not in named:  # each judge named once, beside its first point
+                ax.annotate(judge, (x, y), textcoords="offset points", xytext=(6, 0), fontsize=8)
+                named.add(judge)
+    sizes = [p[0] for points in series.values() for p in points]
     ax.set_xscale("log")
+    ax.set_xlim(min(sizes) / 3, max(sizes) * 3)
     ax.set(xlabel="CLIP parameters (log scale)", ylabel="EPIC distance to the goal labels (lower is better)",
            title="EPIC distance against CLIP model size")
     ax.legend(fontsize=8)
@@ -184,7 +189,7 @@ def success_rate_chart(board, out: Path) -> Path | None:
     tasks = sorted({r.scope for r in rows})
     labels = sorted({_row_label(r) for r in rows})
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(tasks) + 2), 4.2), constrained_layout=True)
+    fig, ax = plt.subplots(figsize=(max(7.0, 1.8 * len(tasks) + 2), 4.8), constrained_layout=True)
     width = 0.8 / len(labels)
     column = {task: t for t, task in enumerate(tasks)}
     for k, label in enumerate(labels):
@@ -196,7 +201,7 @@ def success_rate_chart(board, out: Path) -> Path | None:
             ax.annotate(f"n={cell.n}", (x, 0.01), ha="center", fontsize=7, rotation=90)
     ax.set_xticks(range(len(tasks)), tasks, rotation=15, ha="right")
     ax.set(ylim=(0, 1.05), ylabel="success rate (interval over seeds)", title="Success rate of trained agents")
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.legend(fontsize=8, loc="outside lower center", ncols=min(len(labels), 2))
     atomic_write(out, lambda tmp: fig.savefig(tmp, dpi=100))
     plt.close(fig)
     return out

@@ -95,7 +95,7 @@ def over_seeds(per_seed: dict[int, list[dict]]) -> Cell:
     seeds = sorted(seed for seed, v in values.items() if v)
     if not seeds:
         return EMPTY
-    means = np.array([np.mean(values[s]) for s in seeds], dtype=float)
+    means = np.array([sum(values[s]) / len(values[s]) for s in seeds], dtype=float)
     if len(seeds) == 1:
         (only,) = [m for m in per_seed[seeds[0]] if m.get("value") is not None][:1]
         if len(values[seeds[0]]) == 1:
