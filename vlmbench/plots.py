@@ -132,3 +132,112 @@ def bias_chart(metrics: dict, out: Path, title: str) -> Path:
     atomic_write(out, lambda tmp: fig.savefig(tmp, dpi=100))
     plt.close(fig)
     return out
+
+
+def _with_interval(cell) -> tuple[float, list[float]]:
+    """A leaderboard cell's mean and its interval as error-bar lengths (zero where it has none)."""
+    if cell.low is None or cell.high is None:
+        return cell.mean, [0.0, 0.0]
+    return cell.mean, [max(cell.mean - cell.low, 0.0), max(cell.high - cell.mean, 0.0)]
+
+
+def _row_label(row) -> str:
+    return f"{row.judge} ({row.run_setting})" if row.run_setting else row.judge
+
+
+def epic_against_model_size(board, out: Path) -> Path | None:
+    """EPIC distance of CLIP judges against their parameter count (VLM-RM's scaling figure), a line per task;
+    None (nothing written) when no CLIP judge of known size has an EPIC distance."""
+    series = {}
+    for task, rows in board.tasks.items():
+        first = {}  # a judge's rows share its evaluations: one point per judge
+        for r in rows:
+            if r.parameters and r.cells["epic"].mean is not None:
+                first.setdefault(r.judge, (r.parameters, r.judge, r.cells["epic"]))
+        series[task] = sorted(first.values(), key=lambda point: point[0])
+    series = {task: points for task, points in series.items() if points}
+    if not series:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.2), constrained_layout=True)
+    named = set()
+    for task, points in sorted(series.items()):
+        xs = [p[0] for p in points]
+        ys, errors = zip(*(_with_interval(p[2]) for p in points), strict=True)
+        ax.errorbar(xs, ys, yerr=np.array(errors).T, marker="o", capsize=4, label=task)
+        for x, y, (_, judge, _) in zip(xs, ys, points, strict=True):
+            if judge not in named:  # each judge named once, beside its first point
+                ax.annotate(judge, (x, y), textcoords="offset points", xytext=(6, 0), fontsize=8)
+                named.add(judge)
+    sizes = [p[0] for points in series.values() for p in points]
+    ax.set_xscale("log")
+    ax.set_xlim(min(sizes) / 3, max(sizes) * 3)
+    ax.set(xlabel="CLIP parameters (log scale)", ylabel="EPIC distance to the goal labels (lower is better)",
+           title="EPIC distance against CLIP model size")
+    ax.legend(fontsize=8)
+    atomic_write(out, lambda tmp: fig.savefig(tmp, dpi=100))
+    plt.close(fig)
+    return out
+
+
+def success_rate_chart(board, out: Path) -> Path | None:
+    """Success rate of trained agents per task, a bar per judge (and run setting) with its interval over
+    seeds; None when no run has finished."""
+    rows = [r for task_rows in board.tasks.values() for r in task_rows if r.cells["success_rate"].mean is not None]
+    if not rows:
+        return None
+    tasks = sorted({r.scope for r in rows})
+    labels = sorted({_row_label(r) for r in rows})
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(7.0, 1.8 * len(tasks) + 2), 4.8), constrained_layout=True)
+    width = 0.8 / len(labels)
+    column = {task: t for t, task in enumerate(tasks)}
+    for k, label in enumerate(labels):
+        cells = {r.scope: r.cells["success_rate"] for r in rows if _row_label(r) == label}
+        xs = [column[task] + (k - (len(labels) - 1) / 2) * width for task in cells]
+        means, errors = zip(*(_with_interval(cell) for cell in cells.values()), strict=True)
+        ax.bar(xs, means, width, yerr=np.array(errors).T, capsize=3, color=f"C{k % 10}", label=label)
+        for x, cell in zip(xs, cells.values(), strict=True):
+            ax.annotate(f"n={cell.n}", (x, 0.01), ha="center", fontsize=7, rotation=90)
+    ax.set_xticks(range(len(tasks)), tasks, rotation=15, ha="right")
+    ax.set(ylim=(0, 1.05), ylabel="success rate (interval over seeds)", title="Success rate of trained agents")
+    fig.legend(fontsize=8, loc="outside lower center", ncols=min(len(labels), 2))
+    atomic_write(out, lambda tmp: fig.savefig(tmp, dpi=100))
+    plt.close(fig)
+    return out
+
+
+def position_bias_chart(board, out: Path) -> Path | None:
+    """The position-bias probes per judge (a marker per task, with its interval): identical-pair bias and
+    preference fairness (0 is fair) and position consistency (1 is fair); None when no judge compares."""
+    keys = (("identical_pair_bias", 0.0), ("preference_fairness", 0.0), ("position_consistency", 1.0))
+    rows = [r for task_rows in board.tasks.values() for r in task_rows
+            if any(r.cells[k].mean is not None for k, _ in keys)]
+    if not rows:
+        return None
+    judges = sorted({r.judge for r in rows})
+    tasks = sorted({r.scope for r in rows})
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(13, 0.5 * len(judges) + 1.8), sharey=True, constrained_layout=True)
+    place = {judge: y for y, judge in enumerate(judges)}
+    for ax, (key, fair) in zip(axes, keys, strict=True):
+        for t, task in enumerate(tasks):
+            offset = (t - (len(tasks) - 1) / 2) * 0.12
+            shown = {}  # judge -> its first row on this task (a judge's rows share its evaluation)
+            for r in rows:
+                if r.scope == task and r.cells[key].mean is not None:
+                    shown.setdefault(r.judge, r.cells[key])
+            if shown:
+                means, errors = zip(*(_with_interval(cell) for cell in shown.values()), strict=True)
+                ax.errorbar(means, [place[j] + offset for j in shown], xerr=np.array(errors).T, fmt="o", capsize=3,
+                            color=f"C{t % 10}")
+        ax.axvline(fair, color="gray", lw=0.8, ls="--")
+        ax.set(title=key.replace("_", " ") + f" (fair: {fair:g})", ylim=(-0.6, len(judges) - 0.4),
+               xlim=(-0.05, 1.05) if fair else (-0.55, 0.55))
+    axes[0].set_yticks(range(len(judges)), judges)
+    handles = [plt.Line2D([], [], marker="o", ls="", color=f"C{t % 10}") for t in range(len(tasks))]
+    fig.legend(handles, tasks, loc="outside lower center", ncols=min(len(tasks), 4), fontsize=8)
+    fig.suptitle("Position-bias probes of the judges that compare")
+    atomic_write(out, lambda tmp: fig.savefig(tmp, dpi=100))
+    plt.close(fig)
+    return out

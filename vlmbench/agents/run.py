@@ -364,6 +364,7 @@ class Run:
             name, algorithm, _ = stages[-1]
             self._finish_media(load_agent(algorithm, self.record.checkpoints, name, None, self.config.device))
             self.record.tick(finished=True)
+            self.record.finish()
             return self.finished_result()
         self.record.begin_session(self.header["session"])
         if self.mode != "score":
@@ -383,6 +384,7 @@ class Run:
                   f"{usage['input_tokens']:,} out {usage['output_tokens']:,}, ${usage['cost_usd']:.4f}, abstained "
                   f"{sum(usage['abstained'].values())}{f' ({reasons})' if reasons else ''}")
         self.record.tick(finished=True)
+        self.record.finish()
         c = self.counters()
         return RunResult(self.record.folder, result, int(c.get("labels", 0)), int(c.get("abstained", 0)),
                          self.task.env.termination == "keep")

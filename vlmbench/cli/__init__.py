@@ -8,8 +8,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from vlmbench.cli import (dataset_cmd, eval_cmd, fake_server_cmd, judges_cmd, label_cmd, render_cmd, run_cmd,
-                          tasks_cmd)
+from vlmbench.cli import (dataset_cmd, eval_cmd, fake_server_cmd, judges_cmd, label_cmd, leaderboard_cmd, render_cmd,
+                          run_cmd, sweep_cmd, tasks_cmd)
 from vlmbench.errors import Interrupted, VlmbenchError
 
 app = typer.Typer(
@@ -28,6 +28,8 @@ app.command("run")(run_cmd.run)
 app.command("label")(label_cmd.label)
 app.command("eval")(eval_cmd.evaluate_judge)
 app.command("fake-server")(fake_server_cmd.fake_server)
+app.command("leaderboard")(leaderboard_cmd.leaderboard)
+app.command("sweep")(sweep_cmd.sweep)
 
 err = Console(stderr=True, highlight=False)
 

@@ -10,7 +10,6 @@ from rich.table import Table
 
 from vlmbench.cli.progress import bar
 from vlmbench.errors import Interrupted, VlmbenchError
-from vlmbench.files import write_json
 
 console = Console()
 
@@ -89,7 +88,8 @@ def evaluate_judge(
             "cost_usd": round(result.cost_usd, 6), "input_tokens": result.input_tokens,
             "output_tokens": result.output_tokens, "cache_hits": result.cache_hits, "abstained": dict(result.abstained),
         }
-        write_json(record.folder / "summary.json", summary)
+        logged = record.known().values()  # every answer the logs hold, bought in this session or before
+        summary.update(total_calls=len(logged), total_cost_usd=round(sum(a.provenance.cost_usd for a in logged), 6))
         title = f"{judge_config.name} on {spec.id}"
         if result.states:
             reward_plots(result.states, result.trajectories, record.folder / "rewards.png", title)
@@ -98,6 +98,7 @@ def evaluate_judge(
                                  "accuracy_gap", "repetition_stability", "conflict_rate")}
         if probes_shown:
             bias_chart(probes_shown, record.folder / "bias.png", f"{title}: position-bias probes")
+        record.finish(summary)
     except KeyboardInterrupt:
         raise Interrupted("interrupted; run the same command again to continue (answers bought are kept)") from None
     finally:

@@ -4,7 +4,8 @@
     <eval>/pairs.jsonl    every compare query (accuracy pairs and probes) with its answer and provenance
     <eval>/answers.jsonl  every score or rate query, likewise
     <eval>/states.jsonl   one line per evaluated state: state_id, label, progress, reward (EPIC's input)
-    <eval>/summary.json   every metric with its interval and n, position-bias verdict, calls, cost, abstains
+    <eval>/summary.json   every metric with its interval and n, position-bias verdict, calls, cost, abstains;
+                          written last, so it marks a finished evaluation (the results index reads it)
     <eval>/rewards.png    reward histograms (goal vs not), reward against progress, trajectory rewards
     <eval>/bias.png       the position-bias probes (compare judges)
 
@@ -20,6 +21,7 @@ from pathlib import Path
 from vlmbench.errors import VlmbenchError
 from vlmbench.files import FolderLock, append_jsonl, atomic_write_text, read_jsonl, write_json
 from vlmbench.judges.base import Answer, Question
+from vlmbench.results.record import SCHEMA
 
 RECORD_KIND = "vlmbench-eval"
 
@@ -30,7 +32,7 @@ class EvalRecord:
     def __init__(self, folder: Path, header: dict, *, overwrite: bool = False):
         self.folder = folder
         self.notes: list[str] = []
-        header = {"record": RECORD_KIND, **header}
+        header = {"record": RECORD_KIND, "schema": SCHEMA, **header}
         self.lock = FolderLock(folder)
         existing = bool(self.lock.others())
         old = self._read_header() if existing else None
@@ -40,7 +42,7 @@ class EvalRecord:
             self.lock.acquire()
         except OSError as exc:
             raise VlmbenchError(f"cannot create the evaluation folder {folder}: {exc.strerror or exc}") from None
-        if existing and old != header:
+        if existing and _settings(old) != _settings(header):
             if not overwrite:
                 self.lock.release()
                 raise VlmbenchError(f"{folder} holds an evaluation with other settings (judge, dataset or options); "
@@ -72,5 +74,17 @@ class EvalRecord:
     def write_states(self, states: list[dict]) -> None:
         atomic_write_text(self.folder / "states.jsonl", "".join(json.dumps(s, sort_keys=True) + "\n" for s in states))
 
+    def finish(self, summary: dict) -> None:
+        """Write summary.json (the mark of a finished evaluation) and add it to the results index."""
+        from vlmbench.results.store import record_finished
+
+        write_json(self.folder / "summary.json", {"record": RECORD_KIND, "schema": SCHEMA, **summary})
+        record_finished(self.folder)
+
     def close(self) -> None:
         self.lock.release()
+
+
+def _settings(header: dict) -> dict:
+    """What an evaluation's header says about its answers (not the layout version it was written in)."""
+    return {k: v for k, v in header.items() if k != "schema"}

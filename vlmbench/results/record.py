@@ -7,6 +7,8 @@
     <run>/eval.json         the final evaluation, per episode
     <run>/curves.png        curves.csv plotted; episode.gif and episode.png show one evaluation episode
     <run>/timing.json       wall-clock times of every session (kept apart so seeded runs compare byte for byte)
+    <run>/summary.json      written last, when the run is finished: task, judge, seed, success rate with its
+                            interval, answers bought and their cost (what the results index reads)
     <run>/checkpoints/      agent, reward model, labels, feedback state
     <run>/tensorboard/      TensorBoard logs
 
@@ -37,6 +39,9 @@ from vlmbench.files import FolderLock, append_jsonl, append_lines, atomic_write,
 from vlmbench.judges.base import Answer
 
 RECORD_KIND = "vlmbench-run"
+# The record layout's version, in every header.json and summary.json (records written before the field
+# existed are version 1).
+SCHEMA = 1
 LIBRARIES = ("vlmbench", "torch", "stable-baselines3", "gymnasium", "mujoco", "numpy", "open_clip_torch")
 CURVE_FIELDS = ("timesteps", "stage", "labels", "abstained", "judge_cost_usd", "reward_model_loss",
                 "reward_model_accuracy", "success_rate", "mean_progress", "mean_env_return", "checkpoint_mb")
@@ -124,7 +129,7 @@ class RunRecord:
         an existing folder only when it is a run record.
         """
         record = cls(folder)
-        header = {"record": RECORD_KIND, **header, "config_digest": config_digest(header["config"])}
+        header = {"record": RECORD_KIND, "schema": SCHEMA, **header, "config_digest": config_digest(header["config"])}
         if folder.exists() and not folder.is_dir():
             raise VlmbenchError(f"{folder} exists and is not a folder")
         existing = bool(record.lock.others())
@@ -245,6 +250,13 @@ class RunRecord:
     def write_json(self, name: str, data: dict) -> Path:
         return write_json(self.folder / name, data)
 
+    def finish(self) -> None:
+        """Write summary.json (the mark of a finished run) and add the run to the results index."""
+        from vlmbench.results.store import record_finished
+
+        write_json(self.folder / "summary.json", run_summary(self.folder))
+        record_finished(self.folder)
+
     def begin_session(self, info: dict) -> None:
         """Add this process to timing.json's sessions (a killed session keeps its last checkpoint's time)."""
         self._sessions = [*self._timing().get("sessions", []), {**info, "wall_seconds": 0.0}]
@@ -261,3 +273,29 @@ class RunRecord:
             return json.loads((self.folder / "timing.json").read_text())
         except (OSError, ValueError):
             return {}
+
+
+def run_summary(folder: Path) -> dict:
+    """A finished run's summary from its header.json, eval.json and the last row of curves.csv: what
+    summary.json holds (and what the results index reads from runs recorded before summary.json existed)."""
+    from vlmbench.metrics.bootstrap import measure
+
+    header = json.loads((folder / "header.json").read_text())
+    evaluation = json.loads((folder / "eval.json").read_text())
+    with open(folder / "curves.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    final = rows[-1] if rows else {}
+    config = header["config"]
+    successes = np.array([bool(e["success"]) for e in evaluation["episodes"]], dtype=float)
+    success = measure("success_rate", lambda i: float(successes[i].mean()), len(successes),
+                      rng=np.random.default_rng(config["seed"]), note="over evaluation episodes")
+    return {
+        "record": RECORD_KIND, "schema": SCHEMA, "task": header["task"]["id"], "judge": header["judge"]["name"],
+        "seed": config["seed"], "reward_mode": header.get("reward_mode"), "algorithm": header.get("algorithm"),
+        "timesteps": config["timesteps"], "final_ppo_timesteps": config.get("final_ppo_timesteps", 0),
+        "metrics": {"success_rate": success.to_dict(),
+                    "mean_progress": {"name": "mean_progress", "value": evaluation["mean_progress"], "ci_low": None,
+                                      "ci_high": None, "n": len(successes), "note": "over evaluation episodes"}},
+        "calls": int(float(final.get("labels") or 0)), "abstained": int(float(final.get("abstained") or 0)),
+        "cost_usd": float(final.get("judge_cost_usd") or 0.0), "versions": header.get("versions", {}),
+    }
