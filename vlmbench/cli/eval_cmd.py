@@ -74,7 +74,11 @@ def evaluate_judge(
             with bar() as progress:
                 evaluation = JudgeEvaluation(spec, the_judge, data, record, render, settings)
                 job = progress.add_task(f"eval {judge_config.name}", total=evaluation.planned_queries(), status="")
-                evaluation.progress = lambda n: progress.advance(job, n)
+                r = evaluation.result
+                evaluation.progress = lambda n: progress.update(job, advance=n, status=(
+                    f"bought {r.calls} ({r.cache_hits} from the judge's cache), reused {r.reused}, "
+                    f"tokens {r.input_tokens:,}/{r.output_tokens:,}, ${r.cost_usd:.4f}, "
+                    f"abstained {sum(r.abstained.values())}"))
                 result = evaluation.run()
         else:
             result = JudgeEvaluation(spec, the_judge, data, record, render, settings).run()
