@@ -143,7 +143,8 @@ class JudgeEvaluation:
         s, n = self.settings, len(self.dataset.rows)
         planned = n if self.judge.can_answer(Question.SCORE) else 0
         if self.judge.can_answer(Question.COMPARE):
-            extra = {"identical": s.identical_pairs, "swap": s.pairs, "repeat": min(s.identical_pairs, s.pairs) * (s.repeats - 1)}
+            extra = {"identical": s.identical_pairs, "swap": s.pairs,
+                     "repeat": min(s.identical_pairs, s.pairs) * (s.repeats - 1)}
             planned += s.pairs + sum(extra[p] for p in s.probes if p in extra)
         elif not planned:
             planned = int(round(len(self.dataset.lone()) * s.train_fraction))
