@@ -27,7 +27,8 @@ from vlmbench.results.record import SCHEMA, run_summary
 INDEX_NAME = "index.sqlite"
 READABLE_SCHEMAS = (1,)
 # Folders under a results tree that hold no records (caches, datasets, a record's own insides).
-NOT_RECORDS = {"checkpoints", "tensorboard", "scores", "frames", "datasets", "labels", "renders", "judgements"}
+NOT_RECORDS = {"checkpoints", "tensorboard", "scores", "frames", "datasets", "labels", "renders", "judgements", "human",
+               "sweep-logs"}
 # Parameter counts of open_clip architectures (image and text towers), for plots against model size.
 CLIP_PARAMETERS = {
     "RN50": 102.01e6, "RN101": 119.69e6, "RN50x4": 178.3e6, "RN50x16": 290.98e6, "RN50x64": 623.26e6,
