@@ -7,8 +7,9 @@ import json
 import pytest
 import yaml
 from PIL import Image
+from rich.console import Console
 
-from vlmbench.cli import main
+from vlmbench.cli import judges_cmd, main
 from vlmbench.specs import catalogue
 from vlmbench.specs.catalogue import resolve_task
 from vlmbench.specs.task import TaskSpec
@@ -28,7 +29,8 @@ def test_tasks_list_ids_are_greppable(capsys):
     assert not missing
 
 
-def test_judges_list(capsys):
+def test_judges_list(capsys, monkeypatch):
+    monkeypatch.setattr(judges_cmd, "console", Console(width=200))  # a wide terminal: no row folds
     assert main(["judges", "list"]) == 0
     lines = capsys.readouterr().out.splitlines()
     for name in ("oracle", "oracle-noisy", "oracle-first-biased"):

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from vlmbench.cli import main
+from vlmbench.judges.registry import BUILTIN_TYPES
 
 BROKEN = Path(__file__).parent / "broken_specs"
 
@@ -43,7 +44,7 @@ CASES = [
     case("missing_body", [(11, "features.nose_height", "no body or geom 'nose'")]),
     case("missing_track_body", [(8, "render.camera.track_body", "no body 'nose'")]),
     case("judge_type_not_string", [(2, "type", "valid string")]),
-    case("judge_unknown_type", [(2, "type", "unknown judge type 'oracel'; known: clip, oracle")]),
+    case("judge_unknown_type", [(2, "type", f"unknown judge type 'oracel'; known: {', '.join(sorted(BUILTIN_TYPES))}")]),
     case("judge_bad_params", [(4, "params.temperature", "greater than or equal to 0"), (6, "params.colour", "unknown field")]),
 ]
 

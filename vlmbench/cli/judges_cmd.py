@@ -50,7 +50,7 @@ def list_judges() -> None:
     failures = {name: _load_failure(name, scan) for name in types}
     table = Table(title=f"judges ({catalogue.judges().directory})")
     for column in ("name", "type", "aliases", "description"):
-        table.add_column(column, overflow="fold")
+        table.add_column(column, overflow="fold", no_wrap=column == "name")
     for _, config in catalogue.judges().items():
         kind = escape(config.type)
         if config.type not in types:
@@ -63,7 +63,7 @@ def list_judges() -> None:
         console.print(f"[red]invalid:[/red] {name} ({problems[0]}); `vlmbench judges validate` lists all problems")
     kinds = Table(title="judge types")
     for column in ("type", "provided by", "target", "loads"):
-        kinds.add_column(column, overflow="fold")
+        kinds.add_column(column, overflow="fold", no_wrap=column == "type", min_width=5 if column == "loads" else None)
     for jt in types.values():
         failure = failures[jt.name]
         status = f"[red]no: {escape(failure)}[/red]" if failure else "[green]yes[/green]"
