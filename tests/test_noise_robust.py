@@ -5,20 +5,21 @@ from __future__ import annotations
 
 import math
 import pickle
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
-import yaml
-from test_training import TOY_FEEDBACK, queries, toy_config
+from stable_baselines3.common.logger import Logger
 
+from vlmbench.agents.config import FeedbackConfig
 from vlmbench.agents.feedback import FeedbackLoop, swap_debiased
-from vlmbench.agents.run import train
 from vlmbench.errors import VlmbenchError
-from vlmbench.judges.base import Answer, Provenance, Question
+from vlmbench.judges.base import Answer, Frame, Provenance, Question
 from vlmbench.judges.oracle import OracleJudge, OracleParams
 from vlmbench.learning import PreferenceDataset, RewardEnsemble, preference_loss
 from vlmbench.learning.preferences import contradicted_weights
+from vlmbench.results.record import RunRecord
 from vlmbench.specs.catalogue import resolve_task
 
 # Returns of 2 members on 6 pairs (rows: members); labels include ties, a soft label and a pair the
@@ -109,27 +110,36 @@ def test_swap_debiasing_keeps_agreeing_answers_only(position, disagreement):
     assert swap_debiased(shown, reversed_, position) == [1.0, 0.0, disagreement, 0.5, 0.7, None, disagreement]
 
 
-def biased_judge(tmp_path, first_bias: float) -> str:
-    path = tmp_path / "first-biased.yaml"
-    path.write_text(yaml.safe_dump({"name": "first-biased", "type": "oracle", "default_reward": "preference",
-                                    "params": {"first_bias": first_bias}}))
-    return str(path)
+class Feedback:
+    """A feedback loop on cartpole-upright's oracle, driven directly (no agent): 40 buffered one-frame
+    segments of random states, a 24-label budget bought in two rounds."""
 
+    def __init__(self, tmp_path, position: str, first_bias: float = 0.0):
+        task = resolve_task("cartpole-upright")
+        self.record, _ = RunRecord.open(tmp_path / "run", {"config": {"position": position}}, resume=False)
+        config = FeedbackConfig(label_budget=24, rounds=2, epochs=2, position=position)
+        self.loop = FeedbackLoop(task=task, judge=OracleJudge("oracle", OracleParams(first_bias=first_bias)),
+                                 mode="preference", ensemble=RewardEnsemble(4, members=2, hidden=(8,)), config=config,
+                                 total_timesteps=1000, seed=0, record=self.record, save_to=tmp_path / "feedback")
+        self.loop.model = SimpleNamespace(logger=Logger(folder=None, output_formats=[]))
+        rng = np.random.default_rng(0)
+        for state in rng.normal(scale=[1.0, 1.0, 1.5, 1.0], size=(40, 4)):
+            features = dict(zip(["cart_position", "cart_velocity", "pole_angle", "pole_velocity"], state, strict=True))
+            self.loop.add_segment(state[None].astype(np.float32), (Frame(features=features),))
 
-def swap_config(judge: str, position: str):
-    feedback = TOY_FEEDBACK.model_copy(update={"label_budget": 24, "rounds": 2, "epochs": 2, "position": position})
-    return toy_config(judge=judge, timesteps=1024, checkpoint_every=512, feedback=feedback)
+    def buy(self) -> tuple[list[dict], PreferenceDataset]:
+        for _ in range(2):
+            self.loop.run_round()
+        self.record.close()
+        return self.record.queries(), self.loop.dataset
 
 
 @pytest.mark.parametrize("position", ["swap-tie", "swap-drop"])
 def test_swap_debiasing_turns_a_fully_first_biased_judge_into_ties_or_nothing(tmp_path, position):
-    result = train(swap_config(biased_judge(tmp_path, 1.0), position), results_dir=tmp_path, name="biased")
-    lines = queries(result.folder)
-    assert len(lines) == result.labels == 24 and all(line["value"] == 1.0 for line in lines)  # always "first"
-    # every pair was asked in both orders
-    asked = [tuple(line["segment_keys"]) for line in lines]
-    assert sorted(asked) == sorted((b, a) for a, b in asked)
-    labels = PreferenceDataset.load(result.folder / "checkpoints" / "feedback" / "labels.npz")
+    lines, labels = Feedback(tmp_path, position, first_bias=1.0).buy()
+    assert len(lines) == 24 and all(line["value"] == 1.0 for line in lines)  # always "first"
+    asked = [tuple(line["segments"]) for line in lines]
+    assert sorted(asked) == sorted((b, a) for a, b in asked)  # every pair asked in both orders
     if position == "swap-tie":
         assert len(labels) == 12 and set(labels.pairs()[2].tolist()) == {0.5}
     else:
@@ -137,14 +147,24 @@ def test_swap_debiasing_turns_a_fully_first_biased_judge_into_ties_or_nothing(tm
 
 
 def test_swap_debiasing_keeps_an_unbiased_judges_labels(tmp_path):
-    result = train(swap_config("oracle", "swap-drop"), results_dir=tmp_path, name="unbiased")
-    lines = {tuple(line["segment_keys"]): line["value"] for line in queries(result.folder)}
-    labels = PreferenceDataset.load(result.folder / "checkpoints" / "feedback" / "labels.npz")
+    lines, labels = Feedback(tmp_path, "swap-drop").buy()
+    answered = {tuple(line["segments"]): line["value"] for line in lines}
     first, second, p_first = labels.pairs()
     keys = [s.key for s in labels.table.segments]
-    assert len(labels) == 12
+    assert len(labels) == 12 and set(p_first.tolist()) == {0.0, 1.0}
     for i, j, p in zip(first, second, p_first, strict=True):
-        assert p == lines[(keys[i], keys[j])] == 1.0 - lines[(keys[j], keys[i])]
+        assert p == answered[(keys[i], keys[j])] == 1.0 - answered[(keys[j], keys[i])]
+
+
+def test_a_randomly_ordered_first_biased_judge_labels_both_orders(tmp_path):
+    """Shown once in random order, a first-biased judge's blind answers favour either clip equally often."""
+    lines, labels = Feedback(tmp_path, "random", first_bias=1.0).buy()
+    assert len(lines) == len(labels) == 24
+    first, second, _ = labels.pairs()
+    keys = [s.key for s in labels.table.segments]
+    progress = {line["segments"][0]: line["detail"]["progress_difference"] for line in lines}
+    better_first = [progress[keys[i]] > 0 for i in first]
+    assert 6 <= sum(better_first) <= 18  # a label favouring the better clip about half the time, not always
 
 
 # -- the batched ensemble ---------------------------------------------------------------------------------
@@ -194,15 +214,13 @@ def test_checkpoints_in_the_per_member_layout_still_load():
 
 
 def test_a_saved_reward_model_that_does_not_fit_is_a_clear_error(tmp_path):
-    config = swap_config("oracle", "random")
-    result = train(config, results_dir=tmp_path, name="fits")
-    state_file = result.folder / "checkpoints" / "feedback" / "state.pkl"
+    feedback = Feedback(tmp_path, "random")
+    feedback.loop.ensemble = RewardEnsemble(4, members=2, hidden=(8,))
+    feedback.loop.save()
+    state_file = feedback.loop.save_to / "state.pkl"
     saved = pickle.loads(state_file.read_bytes())
-    saved["reward_model"] = legacy_state(RewardEnsemble(4, members=2, hidden=(8,)))
+    saved["reward_model"] = legacy_state(RewardEnsemble(4, members=3, hidden=(8,)))
     state_file.write_bytes(pickle.dumps(saved))
-    loop = FeedbackLoop(task=resolve_task(config.task), judge=OracleJudge("oracle", OracleParams()), mode="preference",
-                        ensemble=RewardEnsemble(4, members=3), config=config.feedback, total_timesteps=1024, seed=0,
-                        record=None, save_to=state_file.parent)
     with pytest.raises(VlmbenchError, match=r"state.pkl: the saved reward model does not fit this run's ensemble: "
-                                            r"saved reward model has 2 members"):
-        loop.load()
+                                            r"saved reward model has 3 members of 2 layers; this ensemble has 2"):
+        feedback.loop.load()

@@ -41,25 +41,22 @@ class RewardEnsemble(nn.Module):
         self.register_buffer("reward_mean", torch.zeros(()))
         self.register_buffer("reward_std", torch.ones(()))
 
-    def _layers(self, h: torch.Tensor) -> torch.Tensor:
-        """Layers 1.. on member-batched activations (members, N, width) -> rewards (members, N)."""
-        for weight, bias in zip(self.weights[1:], self.biases[1:], strict=True):
-            h = torch.baddbmm(bias.unsqueeze(1), F.leaky_relu(h), weight)
-        return h.squeeze(-1)
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Member m's MLP on x[m]: (members, N, D) -> (members, N); x may be an expanded (stride-0) view."""
+        for layer, (weight, bias) in enumerate(zip(self.weights, self.biases, strict=True)):
+            x = torch.baddbmm(bias.unsqueeze(1), F.leaky_relu(x) if layer else x, weight)
+        return x.squeeze(-1)
 
     def member_rewards(self, x: torch.Tensor) -> torch.Tensor:
         """Raw rewards of every member on the same inputs: (members, *x.shape[:-1])."""
         flat = x.reshape(-1, self.input_dim)
-        # layer 0 for all members as one (N, D) x (D, members * width) product
-        first = (flat @ self.weights[0].permute(1, 0, 2).reshape(self.input_dim, -1)).view(len(flat), self.members, -1)
-        return self._layers(first.transpose(0, 1) + self.biases[0].unsqueeze(1)).reshape(self.members, *x.shape[:-1])
+        return self._forward(flat.expand(self.members, *flat.shape)).reshape(self.members, *x.shape[:-1])
 
     forward = member_rewards
 
     def each_member(self, x: torch.Tensor) -> torch.Tensor:
         """Raw rewards where member m scores its own inputs ``x[m]``: (members, *x.shape[1:-1])."""
-        flat = x.reshape(self.members, -1, self.input_dim)
-        return self._layers(torch.baddbmm(self.biases[0].unsqueeze(1), flat, self.weights[0])).reshape(x.shape[:-1])
+        return self._forward(x.reshape(self.members, -1, self.input_dim)).reshape(x.shape[:-1])
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         """Accept the per-member layout of older checkpoints (``nets.<member>.<2 * layer>.weight``)."""
@@ -71,18 +68,17 @@ class RewardEnsemble(nn.Module):
             state_dict.update({prefix + k: v for k, v in converted.items()})
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def member_rewards_numpy(self, inputs: np.ndarray) -> np.ndarray:
         """Raw member rewards for (..., D) inputs, batched: (members, ...) float32."""
         inputs = np.asarray(inputs, dtype=np.float32)
-        flat = inputs.reshape(-1, self.input_dim)
-        device = self.reward_mean.device
-        out = [
-            self.member_rewards(torch.from_numpy(flat[i : i + _PREDICT_BATCH]).to(device)).cpu()
-            for i in range(0, len(flat), _PREDICT_BATCH)
-        ]
-        rewards = torch.cat(out, dim=1) if out else torch.zeros(self.members, 0)
-        return rewards.numpy().reshape(self.members, *inputs.shape[:-1])
+        flat = torch.from_numpy(inputs.reshape(-1, self.input_dim)).to(self.reward_mean.device)
+        if len(flat) <= _PREDICT_BATCH:  # the per-step case: one pass, nothing to join
+            rewards = self.member_rewards(flat)
+        else:
+            rewards = torch.cat([self.member_rewards(flat[i : i + _PREDICT_BATCH])
+                                 for i in range(0, len(flat), _PREDICT_BATCH)], dim=1)
+        return rewards.cpu().numpy().reshape(self.members, *inputs.shape[:-1])
 
     def fit_normalisation(self, inputs: np.ndarray) -> None:
         """Set predict()'s affine map so the ensemble-mean reward on ``inputs`` has mean 0 and std 1."""
