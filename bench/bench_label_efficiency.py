@@ -172,6 +172,7 @@ def main() -> None:
     parser.add_argument("--success", type=float, default=0.9, help="success rate at which a seed counts as solved")
     parser.add_argument("--jobs", type=int, default=2, help="cells trained in parallel processes")
     parser.add_argument("--results", default="results/label-efficiency", help="where the run records go")
+    parser.add_argument("--report-only", action="store_true", help="summarise the finished cells; train nothing")
     parser.add_argument("--quick", action="store_true",
                         help="a CI-sized check: cartpole-upright, oracle and 30%% mistakes, budgets 25 and 50, "
                         "2 seeds, 4,096 timesteps, 4 evaluation episodes")
@@ -182,12 +183,12 @@ def main() -> None:
         args.results = str(Path(args.results) / "quick")
     timesteps = {task: args.timesteps or TIMESTEPS.get(task, 80_000) for task in args.tasks}
     results = Path(args.results)
-    console = Console()
+    console = Console(width=160)
     # seeds outermost: a grid stopped early has every (task, judge, learner, budget) on its first seeds
     cells = [{"task": t, "judge": j, "learner": lrn, "budget": b, "seed": s} for s in range(args.seeds)
              for t in args.tasks for j in args.judges for lrn in args.learners for b in args.budgets]
     done = [c for c in cells if finished(results / cell_name(**c))]
-    todo = [c for c in cells if c not in done]
+    todo = [] if args.report_only else [c for c in cells if c not in done]
     console.print(f"{len(cells)} cells ({len(done)} finished, skipped), {args.jobs} process(es); timesteps "
                   f"{timesteps}; records in {results}")
 

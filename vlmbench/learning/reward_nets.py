@@ -86,10 +86,17 @@ class RewardEnsemble(nn.Module):
         self.reward_mean.fill_(float(mean_reward.mean()))
         self.reward_std.fill_(max(float(mean_reward.std()), 1e-6))
 
+    @torch.inference_mode()
     def predict(self, inputs: np.ndarray) -> np.ndarray:
         """Standardised ensemble-mean reward, shape inputs.shape[:-1], float32."""
-        mean_reward = self.member_rewards_numpy(inputs).mean(axis=0)
-        return ((mean_reward - self.reward_mean.item()) / self.reward_std.item()).astype(np.float32)
+        inputs = np.asarray(inputs, dtype=np.float32)
+        if inputs.size > _PREDICT_BATCH * self.input_dim:
+            mean_reward = torch.from_numpy(self.member_rewards_numpy(inputs).mean(axis=0))
+        else:  # the per-step case: everything in one pass of torch
+            flat = torch.from_numpy(inputs.reshape(-1, self.input_dim)).to(self.reward_mean.device)
+            mean_reward = self.member_rewards(flat).mean(0).cpu()
+        standardised = (mean_reward - self.reward_mean.cpu()) / self.reward_std.cpu()
+        return standardised.numpy().reshape(inputs.shape[:-1])
 
     def disagreement(self, inputs: np.ndarray) -> np.ndarray:
         """Std across members of the reward, in predict()'s units (divided by the normalisation std)."""
