@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from console import one_line_error, vlmbench
 from stable_baselines3.common.logger import Logger
 
 from vlmbench.agents.config import FeedbackConfig
@@ -224,3 +225,12 @@ def test_a_saved_reward_model_that_does_not_fit_is_a_clear_error(tmp_path):
     with pytest.raises(VlmbenchError, match=r"state.pkl: the saved reward model does not fit this run's ensemble: "
                                             r"saved reward model has 3 members of 2 layers; this ensemble has 2"):
         feedback.loop.load()
+
+
+@pytest.mark.parametrize("value", ["0.7", "fitx", "-0.1"])
+def test_a_bad_mistake_probability_is_one_line_naming_the_field(tmp_path, value):
+    config = tmp_path / "run.yaml"
+    config.write_text(f"task: cartpole-upright\njudge: oracle\nfeedback:\n  mistake_prob: {value}\n")
+    proc = vlmbench("run", "--config", str(config), "--print-config")
+    assert proc.returncode == 2
+    assert one_line_error(proc) == f"error: {config}:4: feedback.mistake_prob: must be 'fit' or a number from 0 to 0.5"

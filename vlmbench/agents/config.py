@@ -62,12 +62,14 @@ class FeedbackConfig(BaseModel):
     rating_loss: Literal["ce", "mae"] = "ce"
     rating_weighted: bool = True
 
-    @field_validator("mistake_prob")
+    @field_validator("mistake_prob", mode="before")
     @classmethod
     def _mistake_prob_in_range(cls, value):
-        if value != "fit" and not 0.0 <= value <= 0.5:
+        if value == "fit":
+            return value
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 0.5:
             raise ValueError("must be 'fit' or a number from 0 to 0.5")
-        return value
+        return float(value)
 
 
 class RunConfig(BaseModel):
