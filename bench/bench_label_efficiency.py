@@ -111,9 +111,11 @@ def plot(summary: dict, out: Path) -> None:
             if not points:
                 continue
             budgets = [b for b, _ in points]
-            ax.plot(budgets, [s["mean"] for _, s in points], marker="o", label=learner)
-            ax.fill_between(budgets, [s["low"] for _, s in points], [s["high"] for _, s in points], alpha=0.2)
+            (line,) = ax.plot(budgets, [s["mean"] for _, s in points], marker="o", label=learner)
+            ax.fill_between(budgets, [s["low"] for _, s in points], [s["high"] for _, s in points], alpha=0.2,
+                            color=line.get_color())
         ax.set_xscale("log")
+        ax.minorticks_off()
         ax.set_xticks(sorted({b for *_, b in summary}), [str(b) for b in sorted({b for *_, b in summary})])
         ax.set_title(f"{task}\n{judge}", fontsize=9)
         ax.set_xlabel("label budget")
@@ -137,8 +139,11 @@ def targets(summary: dict, console: Console) -> None:
         if not cells:
             return "not measured"
         hit = [b for b, s in cells if s["passed"] >= seeds_needed and s["seeds"] >= 5]
+        undecided = any(s["seeds"] < 5 and s["passed"] + 5 - s["seeds"] >= seeds_needed for _, s in cells)
         detail = ", ".join(f"{b}: {s['passed']}/{s['seeds']}" for b, s in cells)
-        return (f"[green]met[/green] from {hit[0]} labels" if hit else "[red]not met[/red]") + f" (seeds passing: {detail})"
+        verdict = (f"[green]met[/green] from {hit[0]} labels" if hit else
+                   "undecided (fewer than 5 seeds finished)" if undecided else "[red]not met[/red]")
+        return f"{verdict} (seeds passing: {detail})"
 
     learners = sorted({lrn for _, _, lrn, _ in summary})
     for learner in learners:
@@ -189,7 +194,8 @@ def main() -> None:
              for t in args.tasks for j in args.judges for lrn in args.learners for b in args.budgets]
     done = [c for c in cells if finished(results / cell_name(**c))]
     todo = [] if args.report_only else [c for c in cells if c not in done]
-    console.print(f"{len(cells)} cells ({len(done)} finished, skipped), {args.jobs} process(es); timesteps "
+    console.print(f"{len(cells)} cells ({len(done)} finished, skipped), {len(todo)} to train in {args.jobs} process(es); "
+                  "timesteps "
                   f"{timesteps}; records in {results}")
 
     rows = [read_cell(c, results) for c in done]
@@ -210,8 +216,8 @@ def main() -> None:
                       f"({np.mean(spent):.0f} s per cell, {args.jobs} process(es))")
 
     summary = summarise(rows, args.success)
-    table = Table(title=f"success rate against label budget ({args.seeds} seeds; mean [95% CI]; seeds with "
-                  f"success >= {args.success:.0%})")
+    table = Table(title=f"success rate against label budget (mean over seeds [95% CI]; seeds with success >= "
+                  f"{args.success:.0%} / seeds finished)")
     for column in ("task", "judge", "learner", *map(str, sorted(args.budgets))):
         table.add_column(column, justify="left" if not column.isdigit() else "right")
     for task, judge, learner in sorted({k[:3] for k in summary}):
