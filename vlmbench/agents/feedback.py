@@ -3,7 +3,9 @@
 Segments of recent experience go into a bounded buffer; at scheduled rounds the loop buys labels
 from the judge (pairs for compare judges, single segments for rate judges), stores them at once,
 retrains the reward-model ensemble on everything bought so far and re-standardises its output.
-The agent is trained on the ensemble mean throughout.
+The agent is trained on the ensemble mean throughout. Pairs are shown in random order (the query
+log records it), or, with ``position: swap-tie|swap-drop``, asked in both orders, so that a
+judge's first-position bias turns into ties or dropped pairs rather than labels.
 
 Nothing bought is lost or bought twice. A round first writes the items it will ask about
 (``rounds/round-NNNN.pending.pkl``); every answer is appended to the run's query log as it
