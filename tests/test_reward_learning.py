@@ -125,7 +125,7 @@ def test_masked_returns_ignore_padding():
 def test_predict_is_standardised_and_state_dict_round_trips():
     rng = np.random.default_rng(1)
     ensemble = RewardEnsemble(4, members=3, seed=1)
-    assert len([m for m in ensemble.nets[0] if isinstance(m, torch.nn.Linear)]) == 5
+    assert len(ensemble.weights) == len(ensemble.biases) == 5
     data = rng.normal(size=(500, 4)).astype(np.float32)
     ensemble.fit_normalisation(data)
     predicted = ensemble.predict(data)
@@ -246,13 +246,11 @@ def test_disagreement_sampler_prefers_disputed_pairs():
     # whose summed x0 differs, i.e. pairs with exactly one "odd" segment.
     ensemble = RewardEnsemble(2, members=2, hidden=(4, 4), seed=0)
     with torch.no_grad():
-        for sign, net in zip((1.0, -1.0), ensemble.nets, strict=True):
-            linears = [m for m in net if isinstance(m, torch.nn.Linear)]
-            for layer in linears:
-                layer.weight.zero_()
-                layer.bias.zero_()
-                layer.weight[0, 0] = 1.0
-            linears[-1].weight[0, 0] = sign
+        for weight, bias in zip(ensemble.weights, ensemble.biases, strict=True):  # weight (members, in, out)
+            weight.zero_()
+            bias.zero_()
+            weight[:, 0, 0] = 1.0
+        ensemble.weights[-1][1, 0, 0] = -1.0
     buffer = SegmentBuffer()
     for i in range(10):
         buffer.add(Segment(f"s{i}", np.array([[3.0 if i in (2, 7) else 1.0, 0.0]])))

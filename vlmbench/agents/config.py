@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 # Seeds of runs, envs and evaluation episodes (seed + 1,000,000 + i) must stay below numpy's 2**32.
 MAX_SEED = 2**31 - 1
@@ -41,8 +41,35 @@ class FeedbackConfig(BaseModel):
     epochs: int = Field(default=30, ge=1)
     batch_size: int = Field(default=64, ge=1)
     lr: float = Field(default=1e-3, gt=0)
+    mistake_prob: float | Literal["fit"] = Field(
+        default=0.0,
+        description="preference model P = (1 - e) sigmoid(R1 - R2) + e / 2: the judge's chance e (0 to 0.5) of a "
+        "random label, bounding what a wrong label can cost; 'fit': learned with the reward model",
+    )
+    label_smoothing: float = Field(default=0.0, ge=0, le=1, description="preference labels p -> (1 - s) p + s / 2")
+    contradicted_weight: float = Field(
+        default=1.0, ge=0, le=1,
+        description="weight of a preference the ensemble contradicts with at least contradicted_confidence "
+        "(0: dropped), re-decided every epoch",
+    )
+    contradicted_confidence: float = Field(default=0.9, gt=0.5, lt=1)
+    position: Literal["random", "swap-tie", "swap-drop"] = Field(
+        default="random",
+        description="random: each pair shown once, in random order (recorded in the query log), so a judge's "
+        "first-position bias becomes symmetric noise; swap-tie / swap-drop: each pair asked in both orders "
+        "(two labels of the budget), agreeing answers kept, disagreeing ones a tie (0.5) or dropped",
+    )
     rating_loss: Literal["ce", "mae"] = "ce"
     rating_weighted: bool = True
+
+    @field_validator("mistake_prob", mode="before")
+    @classmethod
+    def _mistake_prob_in_range(cls, value):
+        if value == "fit":
+            return value
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 0.5:
+            raise ValueError("must be 'fit' or a number from 0 to 0.5")
+        return float(value)
 
 
 class RunConfig(BaseModel):

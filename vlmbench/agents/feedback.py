@@ -3,7 +3,9 @@
 Segments of recent experience go into a bounded buffer; at scheduled rounds the loop buys labels
 from the judge (pairs for compare judges, single segments for rate judges), stores them at once,
 retrains the reward-model ensemble on everything bought so far and re-standardises its output.
-The agent is trained on the ensemble mean throughout.
+The agent is trained on the ensemble mean throughout. Pairs are shown in random order (the query
+log records it), or, with ``position: swap-tie|swap-drop``, asked in both orders, so that a
+judge's first-position bias turns into ties or dropped pairs rather than labels.
 
 Nothing bought is lost or bought twice. A round first writes the items it will ask about
 (``rounds/round-NNNN.pending.pkl``); every answer is appended to the run's query log as it
@@ -76,6 +78,23 @@ def _strip_frames(item):
     if isinstance(item, tuple):
         return tuple(replace(s, frames=()) for s in item)
     return replace(item, frames=())
+
+
+def swap_debiased(as_shown: list[Answer], reversed_: list[Answer], position: str) -> list[float | None]:
+    """P(first better) of each pair from its answers in both orders: the mean of the two when they
+    prefer the same clip (or both call a tie); otherwise a tie (``swap-tie``) or None (``swap-drop``).
+    None also where either answer abstained."""
+    labels: list[float | None] = []
+    for a, b in zip(as_shown, reversed_, strict=True):
+        if a.abstained or b.abstained:
+            labels.append(None)
+            continue
+        p_shown, p_reversed = float(a.value), 1.0 - float(b.value)
+        if np.sign(p_shown - 0.5) == np.sign(p_reversed - 0.5):
+            labels.append((p_shown + p_reversed) / 2)
+        else:
+            labels.append(0.5 if position == "swap-tie" else None)
+    return labels
 
 
 class FeedbackLoop(BaseCallback):
@@ -175,8 +194,14 @@ class FeedbackLoop(BaseCallback):
             items, timesteps = saved["items"], saved["timesteps"]
             self.rng.bit_generator.state = saved["rng"]
         else:
-            wanted = min(self.schedule[index][1], self.budget_left)
-            items, timesteps = (self._sample(wanted) if wanted > 0 else []), self.num_timesteps
+            if self.swapped:  # two labels a pair; an odd label left over goes to the next round
+                due = sum(labels for _, labels in self.schedule[: index + 1]) - self.state.labels_bought
+                pairs = self._sample(min(due, self.budget_left) // 2)
+                items = pairs + [(b, a) for a, b in pairs]
+            else:
+                wanted = min(self.schedule[index][1], self.budget_left)
+                items = self._sample(wanted) if wanted > 0 else []
+            timesteps = self.num_timesteps
             atomic_write(pending, lambda tmp: tmp.write_bytes(pickle.dumps(
                 {"items": items, "timesteps": timesteps, "rng": self.rng.bit_generator.state})))
         ids = [f"r{index}-q{i}" for i in range(len(items))]
@@ -202,13 +227,27 @@ class FeedbackLoop(BaseCallback):
         pending.unlink(missing_ok=True)
         return kept
 
+    @property
+    def swapped(self) -> bool:
+        """Whether each pair is asked in both orders (its second half of a round's items: the first reversed)."""
+        return self.mode == "preference" and self.config.position != "random"
+
     def _add_labels(self, items: list, answers: list[Answer]) -> None:
-        for item, answer in zip(items, answers, strict=True):
+        for answer in answers:
             self.state.labels_bought += 1
             self.state.cost_usd += answer.provenance.cost_usd
+            self.state.abstained += answer.abstained
+        if self.swapped:
+            half = len(items) // 2
+            for item, label in zip(items[:half], swap_debiased(answers[:half], answers[half:], self.config.position),
+                                   strict=True):
+                if label is not None:
+                    self.dataset.add(item[0], item[1], label)
+            return
+        for item, answer in zip(items, answers, strict=True):
             if answer.abstained:
-                self.state.abstained += 1
-            elif self.mode == "preference":
+                continue
+            if self.mode == "preference":
                 self.dataset.add(item[0], item[1], float(answer.value))
             else:
                 self.dataset.add(item, int(answer.value))
@@ -220,7 +259,10 @@ class FeedbackLoop(BaseCallback):
         common = dict(epochs=self.config.epochs, batch_size=self.config.batch_size, lr=self.config.lr,
                       rng=np.random.default_rng(seed))
         if self.mode == "preference":
-            metrics = train_on_preferences(self.ensemble, self.dataset, **common)
+            c = self.config
+            metrics = train_on_preferences(self.ensemble, self.dataset, mistake_prob=c.mistake_prob,
+                                           label_smoothing=c.label_smoothing, contradicted_weight=c.contradicted_weight,
+                                           contradicted_confidence=c.contradicted_confidence, **common)
         else:
             metrics = train_on_ratings(self.ensemble, self.dataset, n_classes=self.n_classes,
                                        loss=self.config.rating_loss, weighted=self.config.rating_weighted, **common)
@@ -259,7 +301,11 @@ class FeedbackLoop(BaseCallback):
         if saved is not None:  # else: killed before the first save; the round files still hold every label
             self.state, self.buffer = saved["state"], saved["buffer"]
             self.rng.bit_generator.state = saved["rng"]
-            self.ensemble.load_state_dict(saved["reward_model"])
+            try:
+                self.ensemble.load_state_dict(saved["reward_model"])
+            except (RuntimeError, ValueError) as exc:
+                raise VlmbenchError(f"{path}: the saved reward model does not fit this run's ensemble: "
+                                    f"{str(exc).strip().splitlines()[-1].strip()}") from None
         self.dataset = type(self.dataset)()
         self.state.labels_bought, self.state.abstained, self.state.cost_usd = 0, 0, 0.0
         # The labels of the rounds this state has fitted; later round files (bought after the state

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from os import PathLike
+from typing import Literal
 
 import numpy as np
 import torch
@@ -58,11 +59,50 @@ class PreferenceDataset:
 
 
 def preference_loss(
-    member_first_returns: torch.Tensor, member_second_returns: torch.Tensor, p_first: torch.Tensor
+    member_first_returns: torch.Tensor,
+    member_second_returns: torch.Tensor,
+    p_first: torch.Tensor,
+    *,
+    mistake_prob: float | torch.Tensor = 0.0,
+    label_smoothing: float = 0.0,
+    weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Mean cross-entropy between softmax([R1, R2]) and [p, 1 - p]; returns (..., B), p (B,)."""
+    """Cross-entropy between the model's P(first better) and the label [p, 1 - p]; returns (..., B), p (B,).
+
+    The model is Bradley-Terry with a mistake probability e: P = (1 - e) sigmoid(R1 - R2) + e / 2
+    (e = 0: softmax([R1, R2])), so a confidently contradicted label costs at most -log(e / 2).
+    ``label_smoothing`` s moves each label to (1 - s) p + s / 2. With ``weights`` (B,), each row
+    of ``...`` is a weighted mean over its pairs; the result is the mean over rows.
+    """
     diff = member_first_returns - member_second_returns
-    return (p_first * F.softplus(-diff) + (1 - p_first) * F.softplus(diff)).mean()
+    p = p_first * (1 - label_smoothing) + label_smoothing / 2
+    if not isinstance(mistake_prob, torch.Tensor) and mistake_prob == 0:
+        per_pair = p * F.softplus(-diff) + (1 - p) * F.softplus(diff)
+    else:
+        e = torch.as_tensor(mistake_prob, dtype=diff.dtype, device=diff.device)
+        log_kept, log_random = torch.log1p(-e), torch.log(e / 2)
+        log_first = torch.logaddexp(log_kept + F.logsigmoid(diff), log_random)
+        log_second = torch.logaddexp(log_kept + F.logsigmoid(-diff), log_random)
+        per_pair = -(p * log_first + (1 - p) * log_second)
+    if weights is None:
+        return per_pair.mean()
+    return ((per_pair * weights).sum(-1) / weights.sum(-1).clamp_min(1e-12)).mean()
+
+
+def contradicted_weights(
+    member_first_returns: torch.Tensor, member_second_returns: torch.Tensor, p_first: torch.Tensor, *,
+    confidence: float, weight: float,
+) -> torch.Tensor:
+    """Per-pair weights (B,): ``weight`` where the label is decided (p != 0.5) and the ensemble-mean
+    P(first better) = mean over members of sigmoid(R1 - R2) gives the labelled side at most 1 - confidence;
+    1 elsewhere."""
+    predicted_first = torch.sigmoid(member_first_returns - member_second_returns).mean(0)
+    label_side = torch.where(p_first > 0.5, predicted_first, 1 - predicted_first)
+    contradicted = (p_first != 0.5) & (label_side <= 1 - confidence)
+    return torch.where(contradicted, torch.full_like(label_side, weight), torch.ones_like(label_side))
+
+
+FIT_MISTAKE_PROB_START = 0.1  # where a fitted mistake probability starts, each fit
 
 
 def train_on_preferences(
@@ -73,13 +113,22 @@ def train_on_preferences(
     batch_size: int = 64,
     lr: float = 1e-3,
     weight_decay: float = 0.0,
+    mistake_prob: float | Literal["fit"] = 0.0,
+    label_smoothing: float = 0.0,
+    contradicted_weight: float = 1.0,
+    contradicted_confidence: float = 0.9,
     rng: np.random.Generator,
 ) -> dict:
     """Fit each member, with Adam, on its own bootstrap resample of the pairs.
 
+    ``mistake_prob`` and ``label_smoothing`` go to ``preference_loss``; ``"fit"`` learns one
+    mistake probability in (0, 0.5) with the members, starting at 0.1. Before each epoch, a decided
+    pair whose label the ensemble-mean P(first) contradicts with at least ``contradicted_confidence``
+    counts ``contradicted_weight`` times (0: dropped; 1: as any other pair).
+
     Returns the final loss on the whole dataset (mean over members), the ensemble-mean return's
-    accuracy on non-tie pairs (NaN if there are none) and the number of pairs. Does not refit
-    the ensemble's output normalisation.
+    accuracy on non-tie pairs (NaN if there are none), the number of pairs, and the mistake
+    probability used (fitted or fixed). Does not refit the ensemble's output normalisation.
     """
     n = len(dataset)
     if n == 0:
@@ -87,18 +136,39 @@ def train_on_preferences(
     device = ensemble.reward_mean.device
     padded, lengths = (torch.from_numpy(a).to(device) for a in dataset.table.padded())
     first, second, p_first = (torch.from_numpy(a).to(device) for a in dataset.pairs())
+    decided = p_first != 0.5
 
     def returns(rows: torch.Tensor) -> torch.Tensor:  # rows (members, b) -> each member's own returns
         return masked_returns(ensemble.each_member(padded[rows]), lengths[rows])
 
-    optimiser = torch.optim.Adam(ensemble.parameters(), lr=lr, weight_decay=weight_decay)
+    parameters = list(ensemble.parameters())
+    if mistake_prob == "fit":  # e = sigmoid(logit) / 2, starting at FIT_MISTAKE_PROB_START
+        mistake_logit = torch.tensor(math.log(2 * FIT_MISTAKE_PROB_START / (1 - 2 * FIT_MISTAKE_PROB_START)),
+                                     device=device, requires_grad=True)
+        parameters.append(mistake_logit)
+
+    def mistake() -> float | torch.Tensor:
+        return torch.sigmoid(mistake_logit) / 2 if mistake_prob == "fit" else float(mistake_prob)
+
+    def pair_weights() -> torch.Tensor | None:
+        if contradicted_weight == 1.0:
+            return None
+        with torch.no_grad():
+            segment_returns = masked_returns(ensemble.member_rewards(padded), lengths)
+            return contradicted_weights(segment_returns[:, first], segment_returns[:, second], p_first,
+                                        confidence=contradicted_confidence, weight=contradicted_weight)
+
+    optimiser = torch.optim.Adam(parameters, lr=lr, weight_decay=weight_decay)
     bootstrap = rng.integers(n, size=(ensemble.members, n))
     for _ in range(epochs):
         order = torch.from_numpy(rng.permuted(bootstrap, axis=1)).to(device)
+        weights = pair_weights()
         for start in range(0, n, batch_size):
             idx = order[:, start : start + batch_size]
             # times members: each member's gradient is that of its own mean loss
-            loss = preference_loss(returns(first[idx]), returns(second[idx]), p_first[idx]) * ensemble.members
+            loss = preference_loss(returns(first[idx]), returns(second[idx]), p_first[idx],
+                                   mistake_prob=mistake(), label_smoothing=label_smoothing,
+                                   weights=None if weights is None else weights[idx]) * ensemble.members
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
@@ -106,8 +176,8 @@ def train_on_preferences(
     with torch.no_grad():
         segment_returns = masked_returns(ensemble.member_rewards(padded), lengths)  # (members, S)
         r1, r2 = segment_returns[:, first], segment_returns[:, second]
-        loss = preference_loss(r1, r2, p_first).item()
-        decided = p_first != 0.5
+        used = float(mistake())
+        loss = preference_loss(r1, r2, p_first, mistake_prob=used, label_smoothing=label_smoothing).item()
         correct = torch.sign((r1 - r2).mean(0)) == torch.sign(p_first - 0.5)
         accuracy = correct[decided].float().mean().item() if decided.any() else math.nan
-    return {"loss": loss, "accuracy": accuracy, "pairs": n}
+    return {"loss": loss, "accuracy": accuracy, "pairs": n, "mistake_prob": used}

@@ -1,29 +1,26 @@
-"""An ensemble of MLP reward models, one scalar reward per input row."""
+"""An ensemble of MLP reward models, one scalar reward per input row, all members in one batched pass."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 _PREDICT_BATCH = 65536
-
-
-def _mlp(input_dim: int, hidden: tuple[int, ...]) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for width in hidden:
-        layers += [nn.Linear(input_dim, width), nn.LeakyReLU()]
-        input_dim = width
-    layers.append(nn.Linear(input_dim, 1))
-    return nn.Sequential(*layers)
+_LEGACY_KEY = re.compile(r"nets\.(\d+)\.(\d+)\.(weight|bias)")  # per-member nn.Sequential of older checkpoints
 
 
 class RewardEnsemble(nn.Module):
     """``members`` independent MLPs (len(hidden) + 1 linear layers, LeakyReLU) mapping (..., D) -> (...).
 
-    Initialisation is seeded by ``seed`` alone and leaves torch's global RNG untouched.
-    ``predict`` returns the ensemble-mean reward standardised by ``fit_normalisation``
-    (identity until that is called).
+    Layer l's weights of all members are stacked in ``weights[l]`` (members, in, out) and
+    ``biases[l]`` (members, out), so every member is evaluated in one batched matmul per layer.
+    Initialisation is seeded by ``seed`` alone (each member as torch's nn.Linear would initialise it)
+    and leaves torch's global RNG untouched. ``predict`` returns the ensemble-mean reward standardised
+    by ``fit_normalisation`` (identity until that is called).
     """
 
     def __init__(
@@ -31,34 +28,57 @@ class RewardEnsemble(nn.Module):
     ):
         super().__init__()
         self.input_dim, self.members = input_dim, members
+        widths = [input_dim, *hidden, 1]
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            self.nets = nn.ModuleList(_mlp(input_dim, tuple(hidden)) for _ in range(members))
+            linears = [[nn.Linear(i, o) for i, o in zip(widths[:-1], widths[1:], strict=True)] for _ in range(members)]
+        self.weights = nn.ParameterList(
+            nn.Parameter(torch.stack([m[layer].weight.detach().T for m in linears])) for layer in range(len(widths) - 1)
+        )
+        self.biases = nn.ParameterList(
+            nn.Parameter(torch.stack([m[layer].bias.detach() for m in linears])) for layer in range(len(widths) - 1)
+        )
         self.register_buffer("reward_mean", torch.zeros(()))
         self.register_buffer("reward_std", torch.ones(()))
 
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Member m's MLP on x[m]: (members, N, D) -> (members, N); x may be an expanded (stride-0) view."""
+        for layer, (weight, bias) in enumerate(zip(self.weights, self.biases, strict=True)):
+            x = torch.baddbmm(bias.unsqueeze(1), F.leaky_relu(x) if layer else x, weight)
+        return x.squeeze(-1)
+
     def member_rewards(self, x: torch.Tensor) -> torch.Tensor:
         """Raw rewards of every member on the same inputs: (members, *x.shape[:-1])."""
-        return torch.stack([net(x).squeeze(-1) for net in self.nets])
+        flat = x.reshape(-1, self.input_dim)
+        return self._forward(flat.expand(self.members, *flat.shape)).reshape(self.members, *x.shape[:-1])
 
     forward = member_rewards
 
     def each_member(self, x: torch.Tensor) -> torch.Tensor:
         """Raw rewards where member m scores its own inputs ``x[m]``: (members, *x.shape[1:-1])."""
-        return torch.stack([net(xm).squeeze(-1) for net, xm in zip(self.nets, x, strict=True)])
+        return self._forward(x.reshape(self.members, -1, self.input_dim)).reshape(x.shape[:-1])
 
-    @torch.no_grad()
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """Accept the per-member layout of older checkpoints (``nets.<member>.<2 * layer>.weight``)."""
+        legacy = {k: v for k, v in state_dict.items() if k.startswith(prefix) and _LEGACY_KEY.fullmatch(k[len(prefix):])}
+        if legacy:
+            converted = _from_legacy({k[len(prefix):]: v for k, v in legacy.items()}, self.members, len(self.weights))
+            for key in legacy:
+                del state_dict[key]
+            state_dict.update({prefix + k: v for k, v in converted.items()})
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    @torch.inference_mode()
     def member_rewards_numpy(self, inputs: np.ndarray) -> np.ndarray:
         """Raw member rewards for (..., D) inputs, batched: (members, ...) float32."""
         inputs = np.asarray(inputs, dtype=np.float32)
-        flat = inputs.reshape(-1, self.input_dim)
-        device = self.reward_mean.device
-        out = [
-            self.member_rewards(torch.from_numpy(flat[i : i + _PREDICT_BATCH]).to(device)).cpu()
-            for i in range(0, len(flat), _PREDICT_BATCH)
-        ]
-        rewards = torch.cat(out, dim=1) if out else torch.zeros(self.members, 0)
-        return rewards.numpy().reshape(self.members, *inputs.shape[:-1])
+        flat = torch.from_numpy(inputs.reshape(-1, self.input_dim)).to(self.reward_mean.device)
+        if len(flat) <= _PREDICT_BATCH:  # the per-step case: one pass, nothing to join
+            rewards = self.member_rewards(flat)
+        else:
+            rewards = torch.cat([self.member_rewards(flat[i : i + _PREDICT_BATCH])
+                                 for i in range(0, len(flat), _PREDICT_BATCH)], dim=1)
+        return rewards.cpu().numpy().reshape(self.members, *inputs.shape[:-1])
 
     def fit_normalisation(self, inputs: np.ndarray) -> None:
         """Set predict()'s affine map so the ensemble-mean reward on ``inputs`` has mean 0 and std 1."""
@@ -66,11 +86,35 @@ class RewardEnsemble(nn.Module):
         self.reward_mean.fill_(float(mean_reward.mean()))
         self.reward_std.fill_(max(float(mean_reward.std()), 1e-6))
 
+    @torch.inference_mode()
     def predict(self, inputs: np.ndarray) -> np.ndarray:
         """Standardised ensemble-mean reward, shape inputs.shape[:-1], float32."""
-        mean_reward = self.member_rewards_numpy(inputs).mean(axis=0)
-        return ((mean_reward - self.reward_mean.item()) / self.reward_std.item()).astype(np.float32)
+        inputs = np.asarray(inputs, dtype=np.float32)
+        if inputs.size > _PREDICT_BATCH * self.input_dim:
+            mean_reward = torch.from_numpy(self.member_rewards_numpy(inputs).mean(axis=0))
+        else:  # the per-step case: everything in one pass of torch
+            flat = torch.from_numpy(inputs.reshape(-1, self.input_dim)).to(self.reward_mean.device)
+            mean_reward = self.member_rewards(flat).mean(0).cpu()
+        standardised = (mean_reward - self.reward_mean.cpu()) / self.reward_std.cpu()
+        return standardised.numpy().reshape(inputs.shape[:-1])
 
     def disagreement(self, inputs: np.ndarray) -> np.ndarray:
         """Std across members of the reward, in predict()'s units (divided by the normalisation std)."""
         return (self.member_rewards_numpy(inputs).std(axis=0) / self.reward_std.item()).astype(np.float32)
+
+
+def _from_legacy(legacy: dict[str, torch.Tensor], members: int, layers: int) -> dict[str, torch.Tensor]:
+    """Stack per-member ``nets.<m>.<2 l>.weight|bias`` tensors into ``weights.<l>`` / ``biases.<l>``."""
+    found = {(int(m), int(i) // 2, kind) for m, i, kind in (_LEGACY_KEY.fullmatch(k).groups() for k in legacy)}
+    expected = {(m, layer, kind) for m in range(members) for layer in range(layers) for kind in ("weight", "bias")}
+    if found != expected:
+        saved_members = 1 + max(m for m, _, _ in found)
+        saved_layers = 1 + max(layer for _, layer, _ in found)
+        raise ValueError(f"saved reward model has {saved_members} members of {saved_layers} layers; this ensemble "
+                         f"has {members} members of {layers} layers")
+    return {
+        **{f"weights.{layer}": torch.stack([legacy[f"nets.{m}.{2 * layer}.weight"].T for m in range(members)])
+           for layer in range(layers)},
+        **{f"biases.{layer}": torch.stack([legacy[f"nets.{m}.{2 * layer}.bias"] for m in range(members)])
+           for layer in range(layers)},
+    }

@@ -1,0 +1,241 @@
+"""Label efficiency of preference learning under judge noise: success rate against label budget.
+
+Each cell (task, judge, learner, budget, seed) is one `vlmbench run` (the package's train(), named
+<task>--<judge>--<learner>--b<budget>--seed<N> under --results), so a rerun skips every cell whose
+run record is finished and resumes an interrupted one. Cells run in --jobs processes, each with one
+thread. A seed succeeds when its final evaluation's success rate is at least --success; the table
+and the PNG give, per task, judge, learner and budget, the mean success rate over seeds with a
+95% percentile-bootstrap interval, and the seeds that succeeded. The targets are printed, never
+asserted.
+
+Learners (FeedbackConfig options; everything else at its default):
+  default  the plain Bradley-Terry learner
+  robust   Bradley-Terry with a 0.2 mistake probability, contradicted pairs dropped
+  fit      Bradley-Terry with a fitted mistake probability
+  swap     each pair asked in both orders; disagreeing answers become ties
+
+    python bench/bench_label_efficiency.py --quick
+    python bench/bench_label_efficiency.py --jobs 2                      # the whole grid
+    python bench/bench_label_efficiency.py --tasks cartpole-upright --budgets 50 200 \\
+        --judges oracle-noisy oracle-mistakes-0.3 --learners default robust --jobs 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+LEARNERS = {
+    "default": {},
+    "robust": {"mistake_prob": 0.2, "contradicted_weight": 0.0},
+    "fit": {"mistake_prob": "fit"},
+    "swap": {"position": "swap-tie"},
+}
+JUDGES = ["oracle", "oracle-mistakes-0.1", "oracle-mistakes-0.2", "oracle-mistakes-0.3", "oracle-first-bias-0.3"]
+BUDGETS = [25, 50, 100, 200, 400]
+# PPO timesteps per task: cartpole-upright's policy is learnt well within 40k steps.
+TIMESTEPS = {"cartpole-upright": 40_000, "mountaincar-flag": 80_000}
+
+
+def cell_name(task: str, judge: str, learner: str, budget: int, seed: int) -> str:
+    return f"{task}--{judge}--{learner}--b{budget}--seed{seed}"
+
+
+def finished(folder: Path) -> bool:
+    """Whether the cell's run record says its last session finished the run."""
+    timing = folder / "timing.json"
+    if not ((folder / "eval.json").exists() and timing.exists()):
+        return False
+    sessions = json.loads(timing.read_text()).get("sessions") or [{}]
+    return bool(sessions[-1].get("finished"))
+
+
+def run_cell(cell: dict, results: str, episodes: int, timesteps: dict[str, int]) -> dict:
+    """Train one cell (or resume it); its success rate and wall time."""
+    os.environ["OMP_NUM_THREADS"] = "1"
+    from vlmbench.agents.config import FeedbackConfig, RunConfig
+    from vlmbench.agents.run import train
+
+    config = RunConfig(task=cell["task"], judge=cell["judge"], seed=cell["seed"], timesteps=timesteps[cell["task"]],
+                       eval_episodes=episodes, eval_every=0,
+                       feedback=FeedbackConfig(label_budget=cell["budget"], **LEARNERS[cell["learner"]]))
+    began = time.perf_counter()
+    result = train(config, results_dir=Path(results), name=cell_name(**cell), resume=True)
+    return {**cell, "success_rate": result.evaluation.success_rate, "labels": result.labels,
+            "seconds": time.perf_counter() - began}
+
+
+def read_cell(cell: dict, results: Path) -> dict:
+    saved = json.loads((results / cell_name(**cell) / "eval.json").read_text())
+    return {**cell, "success_rate": saved["success_rate"]}
+
+
+def summarise(rows: list[dict], success: float) -> dict:
+    """Mean success rate with a 95% bootstrap interval over seeds, and the seeds that succeeded, per group."""
+    rng = np.random.default_rng(0)
+    groups: dict[tuple, list[float]] = {}
+    for row in rows:
+        groups.setdefault((row["task"], row["judge"], row["learner"], row["budget"]), []).append(row["success_rate"])
+    out = {}
+    for key, rates in groups.items():
+        rates = np.array(rates)
+        draws = rates[rng.integers(len(rates), size=(2000, len(rates)))].mean(1)
+        out[key] = {"mean": float(rates.mean()), "low": float(np.quantile(draws, 0.025)),
+                    "high": float(np.quantile(draws, 0.975)), "passed": int((rates >= success).sum()),
+                    "seeds": len(rates)}
+    return out
+
+
+def plot(summary: dict, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = sorted({(task, judge) for task, judge, _, _ in summary})
+    columns = min(3, len(panels))
+    rows = -(-len(panels) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.4 * rows), squeeze=False, sharey=True)
+    for ax, (task, judge) in zip(axes.flat, panels, strict=False):
+        for learner in LEARNERS:
+            points = sorted((b, s) for (t, j, lrn, b), s in summary.items() if (t, j, lrn) == (task, judge, learner))
+            if not points:
+                continue
+            budgets = [b for b, _ in points]
+            (line,) = ax.plot(budgets, [s["mean"] for _, s in points], marker="o", label=learner)
+            ax.fill_between(budgets, [s["low"] for _, s in points], [s["high"] for _, s in points], alpha=0.2,
+                            color=line.get_color())
+        ax.set_xscale("log")
+        ax.minorticks_off()
+        ax.set_xticks(sorted({b for *_, b in summary}), [str(b) for b in sorted({b for *_, b in summary})])
+        ax.set_title(f"{task}\n{judge}", fontsize=9)
+        ax.set_xlabel("label budget")
+        ax.set_ylim(-0.05, 1.05)
+        ax.grid(alpha=0.3)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("success rate (mean, 95% CI)")
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(out, dpi=110)
+    plt.close(figure)
+
+
+def targets(summary: dict, console: Console) -> None:
+    """The label-efficiency targets, on whatever cells the grid holds."""
+    def best_budget(task: str, judge: str, learner: str, seeds_needed: int, most: int) -> str:
+        cells = sorted((b, s) for (t, j, lrn, b), s in summary.items() if (t, j, lrn) == (task, judge, learner))
+        cells = [(b, s) for b, s in cells if b <= most]
+        if not cells:
+            return "not measured"
+        hit = [b for b, s in cells if s["passed"] >= seeds_needed and s["seeds"] >= 5]
+        undecided = any(s["seeds"] < 5 and s["passed"] + 5 - s["seeds"] >= seeds_needed for _, s in cells)
+        detail = ", ".join(f"{b}: {s['passed']}/{s['seeds']}" for b, s in cells)
+        verdict = (f"[green]met[/green] from {hit[0]} labels" if hit else
+                   "undecided (fewer than 5 seeds finished)" if undecided else "[red]not met[/red]")
+        return f"{verdict} (seeds passing: {detail})"
+
+    learners = sorted({lrn for _, _, lrn, _ in summary})
+    for learner in learners:
+        console.print(f"target, {learner}: oracle-noisy, >= 4 of 5 seeds from <= 200 preferences on cartpole-upright: "
+                      + best_budget("cartpole-upright", "oracle-noisy", learner, 4, 200))
+        console.print(f"target, {learner}: oracle, 5 of 5 seeds from <= 50 preferences on cartpole-upright: "
+                      + best_budget("cartpole-upright", "oracle", learner, 5, 50))
+    for task in sorted({t for t, *_ in summary}):
+        default = {b: s for (t, j, lrn, b), s in summary.items() if (t, j, lrn) == (task, "oracle-mistakes-0.3", "default")}
+        for learner in (lrn for lrn in learners if lrn != "default"):
+            other = {b: s for (t, j, lrn, b), s in summary.items()
+                     if (t, j, lrn) == (task, "oracle-mistakes-0.3", learner)}
+            shared = sorted(set(default) & set(other))
+            if not shared:
+                continue
+            better = [b for b in shared if other[b]["mean"] > default[b]["mean"]]
+            verdict = "[green]met[/green]" if len(better) == len(shared) else "[red]not met[/red]"
+            detail = ", ".join(f"{b}: {other[b]['mean']:.0%} vs {default[b]['mean']:.0%}" for b in shared)
+            console.print(f"target, {task}: {learner} beats default at 30% mistakes at every budget: {verdict} ({detail})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tasks", nargs="+", default=list(TIMESTEPS))
+    parser.add_argument("--judges", nargs="+", default=[*JUDGES, "oracle-noisy"])
+    parser.add_argument("--learners", nargs="+", default=["default", "robust"], choices=list(LEARNERS))
+    parser.add_argument("--budgets", type=int, nargs="+", default=BUDGETS)
+    parser.add_argument("--seeds", type=int, default=5, help="seeds 0 .. N-1 per cell")
+    parser.add_argument("--episodes", type=int, default=20, help="final evaluation episodes per run")
+    parser.add_argument("--timesteps", type=int, default=None, help="PPO timesteps for every task (default: per task)")
+    parser.add_argument("--success", type=float, default=0.9, help="success rate at which a seed counts as solved")
+    parser.add_argument("--jobs", type=int, default=2, help="cells trained in parallel processes")
+    parser.add_argument("--results", default="results/label-efficiency", help="where the run records go")
+    parser.add_argument("--report-only", action="store_true", help="summarise the finished cells; train nothing")
+    parser.add_argument("--quick", action="store_true",
+                        help="a CI-sized check: cartpole-upright, oracle and 30%% mistakes, budgets 25 and 50, "
+                        "2 seeds, 4,096 timesteps, 4 evaluation episodes")
+    args = parser.parse_args()
+    if args.quick:
+        args.tasks, args.judges, args.budgets, args.seeds = ["cartpole-upright"], ["oracle", "oracle-mistakes-0.3"], [25, 50], 2
+        args.timesteps, args.episodes = args.timesteps or 4096, 4
+        args.results = str(Path(args.results) / "quick")
+    timesteps = {task: args.timesteps or TIMESTEPS.get(task, 80_000) for task in args.tasks}
+    results = Path(args.results)
+    console = Console(width=160)
+    # seeds outermost: a grid stopped early has every (task, judge, learner, budget) on its first seeds
+    cells = [{"task": t, "judge": j, "learner": lrn, "budget": b, "seed": s} for s in range(args.seeds)
+             for t in args.tasks for j in args.judges for lrn in args.learners for b in args.budgets]
+    done = [c for c in cells if finished(results / cell_name(**c))]
+    todo = [] if args.report_only else [c for c in cells if c not in done]
+    console.print(f"{len(cells)} cells ({len(done)} finished, skipped), {len(todo)} to train in {args.jobs} process(es); "
+                  "timesteps "
+                  f"{timesteps}; records in {results}")
+
+    rows = [read_cell(c, results) for c in done]
+    began = time.perf_counter()
+    spent = []
+    os.environ["OMP_NUM_THREADS"] = "1"
+    with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(run_cell, c, str(results), args.episodes, timesteps) for c in todo]
+        for future in as_completed(futures):
+            row = future.result()
+            rows.append(row)
+            spent.append(row["seconds"])
+            console.print(f"{cell_name(**{k: row[k] for k in ('task', 'judge', 'learner', 'budget', 'seed')})}: "
+                          f"success {row['success_rate']:.0%}, {row['labels']} labels, {row['seconds']:.0f} s "
+                          f"({len(spent)}/{len(todo)})")
+    if spent:
+        console.print(f"trained {len(spent)} cells in {time.perf_counter() - began:.0f} s wall time "
+                      f"({np.mean(spent):.0f} s per cell, {args.jobs} process(es))")
+
+    summary = summarise(rows, args.success)
+    table = Table(title=f"success rate against label budget (mean over seeds [95% CI]; seeds with success >= "
+                  f"{args.success:.0%} / seeds finished)")
+    for column in ("task", "judge", "learner", *map(str, sorted(args.budgets))):
+        table.add_column(column, justify="left" if not column.isdigit() else "right")
+    for task, judge, learner in sorted({k[:3] for k in summary}):
+        cells_shown = []
+        for budget in sorted(args.budgets):
+            s = summary.get((task, judge, learner, budget))
+            cells_shown.append("" if s is None else
+                               f"{s['mean']:.0%} [{s['low']:.0%}, {s['high']:.0%}] {s['passed']}/{s['seeds']}")
+        table.add_row(task, judge, learner, *cells_shown)
+    console.print(table)
+    results.mkdir(parents=True, exist_ok=True)
+    (results / "summary.json").write_text(json.dumps(
+        [{"task": k[0], "judge": k[1], "learner": k[2], "budget": k[3], **v} for k, v in sorted(summary.items())],
+        indent=1))
+    plot(summary, results / "label_efficiency.png")
+    console.print(f"curves: {results / 'label_efficiency.png'}; table: {results / 'summary.json'}")
+    targets(summary, console)
+
+
+if __name__ == "__main__":
+    main()
