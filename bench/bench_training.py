@@ -46,10 +46,12 @@ TINY_CLIP = {
 }
 
 
-def wrap(venv, *, reward_fn=None, on_segment=None, keep_pixels: bool = False) -> JudgeRewardVecEnv:
+def wrap(venv, *, reward_fn=None, on_segment=None, keep_pixels: bool = False, rounds_to_come: bool = True
+         ) -> JudgeRewardVecEnv:
     """The run's wrapper around ``venv``, with observation inputs (the default reward-model inputs)."""
     return JudgeRewardVecEnv(venv, reward_fn=reward_fn, inputs_fn=vec_env.observation_inputs(False),
-                             segment_length=1, on_segment=on_segment, keep_pixels=keep_pixels)
+                             segment_length=1, on_segment=on_segment, keep_pixels=keep_pixels,
+                             collecting=lambda: rounds_to_come)
 
 
 class Segments:
@@ -89,7 +91,12 @@ def bench_ppo(args, console: Console) -> None:
     def plain():
         return wrap(make_vec_env(task, n_envs=args.ppo_envs, render=False, subprocess=False))
 
-    variants = {"(a) learned reward + segments": learned, "(b) plain wrapper": plain}
+    def after_rounds():
+        return wrap(make_vec_env(task, n_envs=args.ppo_envs, render=False, subprocess=False),
+                    reward_fn=ensemble.predict, on_segment=segments.add, rounds_to_come=False)
+
+    variants = {"(a) learned reward + segments": learned, "(b) plain wrapper": plain,
+                "(c) learned reward, rounds over": after_rounds}
     time_learn(plain, "ppo", 512, args.seed)  # warm up: imports, first allocations
     segments.seen = 0
     best = dict.fromkeys(variants, float("inf"))
@@ -106,11 +113,16 @@ def bench_ppo(args, console: Console) -> None:
     for name, seconds in best.items():
         table.add_row(name, f"{seconds:.2f}", f"{rate[name]:,.0f}", f"{min(cpu[name]):.2f}")
     console.print(table)
-    a, b = rate.values()
-    cpu_a, cpu_b = (min(times) for times in cpu.values())
+    a, b, c = rate.values()
+    cpu_a, cpu_b, cpu_c = (min(times) for times in cpu.values())
     console.print(f"learned-reward path over plain (a/b): {a / b:.3f}x  (target >= 0.95)  "
                   f"[(a) collected {segments.seen // args.repeats:,} segments a run]")
     console.print(f"the same from process CPU time, steadier on a shared machine: {cpu_b / cpu_a:.3f}x")
+    console.print(f"after the last feedback round, no segments (c/b): {c / b:.3f}x, from CPU time {cpu_b / cpu_c:.3f}x")
+    # The default schedule buys its rounds over the first half of the steps: (a) then (c).
+    whole = 2 / (1 / a + 1 / c)
+    console.print(f"a whole run with the default schedule (half (a), half (c)) over plain: {whole / b:.3f}x, "
+                  f"from CPU time {cpu_b / ((cpu_a + cpu_c) / 2):.3f}x  (target >= 0.95)")
 
 
 def bench_sac(args, console: Console) -> None:

@@ -507,3 +507,25 @@ def test_a_judge_that_cannot_load_fails_before_a_record_exists(tmp_path, monkeyp
     with pytest.raises(VlmbenchError, match="could not be downloaded or found"):
         train(config, results_dir=tmp_path / "runs")
     assert not (tmp_path / "runs").exists()
+
+
+def test_segments_and_frames_stop_once_no_round_is_to_come():
+    from vlmbench.agents.vec_env import JudgeRewardVecEnv, make_vec_env, observation_inputs
+
+    task = resolve_task(TASK)
+    steps, segments = [0], []
+    venv = JudgeRewardVecEnv(make_vec_env(task, n_envs=2, render=True, subprocess=False), reward_fn=None,
+                             inputs_fn=observation_inputs(False), segment_length=1,
+                             on_segment=lambda inputs, frames: segments.append(frames), keep_pixels=True,
+                             collecting=lambda: steps[0] < 3, frames_only_for_segments=True)
+    venv.reset()
+    framed = []
+    for _ in range(6):
+        venv.step_async(np.array([0, 1]))
+        _, _, _, infos = venv.step_wait()
+        steps[0] += 1
+        framed.append(all("frame" in info for info in infos))
+    venv.close()
+    assert len(segments) == 2 * 3 and all(frame.pixels is not None for (frame,) in segments)
+    # The step that finds no round to come was rendered already; from the next one on, nothing is.
+    assert framed == [True, True, True, True, False, False]

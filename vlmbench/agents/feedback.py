@@ -130,6 +130,10 @@ class FeedbackLoop(BaseCallback):
         self.state.segments_seen += 1
         self.buffer.add(Segment(key=f"s{self.state.segments_seen}", inputs=inputs.astype(np.float32), frames=frames))
 
+    def wants_segments(self) -> bool:
+        """Whether a round is still to come: after the last one, segments are of no use."""
+        return self.state.rounds_done < len(self.schedule)
+
     # -- schedule ----------------------------------------------------------------------------
     def _on_step(self) -> bool:
         return True

@@ -248,6 +248,8 @@ class Run:
             segment_length=c.feedback.segment_length,
             on_segment=self.loop.add_segment if collect and self.loop is not None else None,
             keep_pixels=self.judge.needs_pixels,
+            collecting=self.loop.wants_segments if collect and self.loop is not None else lambda: True,
+            frames_only_for_segments=render and not pixel_inputs and self.mode != "score",
         )
 
     @cached_property

@@ -51,7 +51,9 @@ def embedding_inputs(embed: Callable[[list[Frame]], np.ndarray]) -> InputsFn:
 
 
 class JudgeRewardVecEnv(VecEnvWrapper):
-    """Rewards from ``reward_fn`` (zero when None); finished segments go to ``on_segment(inputs, frames)``."""
+    """Rewards from ``reward_fn`` (zero when None); finished segments go to ``on_segment(inputs, frames)``
+    while ``collecting()`` says they are wanted. Once it says no (the feedback loop has bought its last
+    round), segments stop for good, and with ``frames_only_for_segments`` the envs stop rendering."""
 
     def __init__(
         self,
@@ -62,8 +64,12 @@ class JudgeRewardVecEnv(VecEnvWrapper):
         segment_length: int,
         on_segment: Callable[[np.ndarray, tuple[Frame, ...]], None] | None,
         keep_pixels: bool,
+        collecting: Callable[[], bool] = lambda: True,
+        frames_only_for_segments: bool = False,
     ):
         super().__init__(venv)
+        self.collecting = collecting
+        self.frames_only_for_segments = frames_only_for_segments
         self.reward_fn = reward_fn
         self.inputs_fn = inputs_fn
         self.segment_length = segment_length
@@ -89,9 +95,17 @@ class JudgeRewardVecEnv(VecEnvWrapper):
             return obs, np.zeros(self.num_envs, dtype=np.float32), dones, infos
         inputs = self.inputs_fn(reached, self._actions, infos)
         rewards = np.zeros(self.num_envs, dtype=np.float32) if self.reward_fn is None else self.reward_fn(inputs)
+        if self.on_segment is not None and not self.collecting():
+            self._stop_collecting()
         if self.on_segment is not None:
             self._collect(inputs, infos, dones)
         return obs, rewards.astype(np.float32), dones, infos
+
+    def _stop_collecting(self) -> None:
+        self.on_segment = None
+        self._open = [[] for _ in range(self.num_envs)]
+        if self.frames_only_for_segments:
+            self.venv.set_attr("frames_in_info", False)
 
     def _collect(self, inputs: np.ndarray, infos: list[dict], dones: np.ndarray) -> None:
         for i, info in enumerate(infos):
