@@ -9,9 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-LEAKY_SLOPE = 0.01  # torch's default negative slope, kept explicit: the numpy path uses it too
 _PREDICT_BATCH = 65536
-_NUMPY_ROWS = 256  # predict() takes batches up to this many rows through numpy
 _LEGACY_KEY = re.compile(r"nets\.(\d+)\.(\d+)\.(weight|bias)")  # per-member nn.Sequential of older checkpoints
 
 
@@ -46,7 +44,7 @@ class RewardEnsemble(nn.Module):
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         """Member m's MLP on x[m]: (members, N, D) -> (members, N); x may be an expanded (stride-0) view."""
         for layer, (weight, bias) in enumerate(zip(self.weights, self.biases, strict=True)):
-            x = torch.baddbmm(bias.unsqueeze(1), F.leaky_relu(x, LEAKY_SLOPE) if layer else x, weight)
+            x = torch.baddbmm(bias.unsqueeze(1), F.leaky_relu(x) if layer else x, weight)
         return x.squeeze(-1)
 
     def member_rewards(self, x: torch.Tensor) -> torch.Tensor:
@@ -92,22 +90,13 @@ class RewardEnsemble(nn.Module):
     def predict(self, inputs: np.ndarray) -> np.ndarray:
         """Standardised ensemble-mean reward, shape inputs.shape[:-1], float32."""
         inputs = np.asarray(inputs, dtype=np.float32)
-        if inputs.size <= _NUMPY_ROWS * self.input_dim and self.reward_mean.device.type == "cpu":
-            # the per-step case (a row per env): numpy costs a fraction of torch's per-operation overhead
-            mean_reward = self._small_batch_numpy(inputs.reshape(-1, self.input_dim)).mean(axis=0)
-        else:
-            mean_reward = self.member_rewards_numpy(inputs).mean(axis=0)
-        standardised = (mean_reward - np.float32(self.reward_mean.item())) / np.float32(self.reward_std.item())
-        return standardised.astype(np.float32).reshape(inputs.shape[:-1])
-
-    def _small_batch_numpy(self, flat: np.ndarray) -> np.ndarray:
-        """``member_rewards`` of a few (N, D) inputs in numpy, on the parameters' own memory: (members, N)."""
-        x = np.broadcast_to(flat, (self.members, *flat.shape))
-        for layer, (weight, bias) in enumerate(zip(self.weights, self.biases, strict=True)):
-            if layer:
-                x = np.where(x > 0, x, np.float32(LEAKY_SLOPE) * x)
-            x = np.matmul(x, weight.detach().numpy()) + bias.detach().numpy()[:, None, :]
-        return x[..., 0]
+        if inputs.size > _PREDICT_BATCH * self.input_dim:
+            mean_reward = torch.from_numpy(self.member_rewards_numpy(inputs).mean(axis=0))
+        else:  # the per-step case: everything in one pass of torch
+            flat = torch.from_numpy(inputs.reshape(-1, self.input_dim)).to(self.reward_mean.device)
+            mean_reward = self.member_rewards(flat).mean(0).cpu()
+        standardised = (mean_reward - self.reward_mean.cpu()) / self.reward_std.cpu()
+        return standardised.numpy().reshape(inputs.shape[:-1])
 
     def disagreement(self, inputs: np.ndarray) -> np.ndarray:
         """Std across members of the reward, in predict()'s units (divided by the normalisation std)."""
