@@ -237,7 +237,7 @@ def test_a_bad_mistake_probability_is_one_line_naming_the_field(tmp_path, value)
 
 
 @pytest.mark.parametrize("rows", [1, 8, 3000])
-def test_predict_is_the_standardised_member_mean_on_either_path(rows):
+def test_predict_is_the_standardised_member_mean(rows):
     ensemble = RewardEnsemble(5, members=4, hidden=(16, 8), seed=3)
     ensemble.reward_mean.fill_(0.3)
     ensemble.reward_std.fill_(1.7)
