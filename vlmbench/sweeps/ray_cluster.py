@@ -27,12 +27,12 @@ def _check_answers(address: str) -> None:
 
 def connect(address: str, workers: int) -> Execute:
     """Join (or, for 'local', start) a Ray cluster; the function that runs one cell there."""
+    if address != LOCAL:
+        _check_answers(address)
     try:
         import ray
     except ImportError:
         raise VlmbenchError("--ray needs Ray: pip install 'vlmbench[ray]'") from None
-    if address != LOCAL:
-        _check_answers(address)
     env = {"env_vars": {k: os.environ[k] for k in ("PYTHONPATH", "MUJOCO_GL") if k in os.environ}}
     try:
         if address == LOCAL:
