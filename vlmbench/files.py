@@ -165,18 +165,20 @@ class FolderLock:
             self._fh = None
 
 
-def sqlite_connect(path: Path) -> sqlite3.Connection:
-    """A connection to the SQLite file ``path`` in autocommit mode that waits up to 10 s for a lock."""
-    db = sqlite3.connect(path, timeout=10, isolation_level=None)
-    db.execute("PRAGMA busy_timeout=10000")
-    return db
+def sqlite_connect(path: Path, *, timeout: float = 10.0, autocommit: bool = True,
+                   any_thread: bool = False) -> sqlite3.Connection:
+    """A connection to the SQLite file ``path`` that waits up to ``timeout`` seconds for a lock; in
+    autocommit mode unless told otherwise, usable from any thread with ``any_thread``."""
+    return sqlite3.connect(path, timeout=timeout, isolation_level=None if autocommit else "",
+                           check_same_thread=not any_thread)
 
 
-def sqlite_create(path: Path, schema: str) -> sqlite3.Connection:
-    """A connection to ``path`` in WAL mode (readers never block the writer, and a killed writer loses
-    nothing it committed), with ``schema`` applied; the caller closes it."""
+def sqlite_create(path: Path, schema: str, **connect) -> sqlite3.Connection:
+    """A connection to ``path`` (``connect``: sqlite_connect's options) in WAL mode (readers never block
+    the writer, and a killed writer loses nothing it committed), with ``schema`` applied; the caller
+    closes it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    db = sqlite_connect(path)
+    db = sqlite_connect(path, **connect)
     try:
         db.execute("PRAGMA journal_mode=WAL")
         db.executescript(schema)
@@ -184,4 +186,3 @@ def sqlite_create(path: Path, schema: str) -> sqlite3.Connection:
         db.close()
         raise
     return db
-

@@ -20,11 +20,17 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
+from vlmbench.files import sqlite_create
 from vlmbench.results.eval_record import RECORD_KIND as EVAL_KIND
 from vlmbench.results.record import RECORD_KIND as RUN_KIND
 from vlmbench.results.record import SCHEMA, run_summary
 
 INDEX_NAME = "index.sqlite"
+_TABLES = """
+CREATE TABLE IF NOT EXISTS records (path TEXT PRIMARY KEY, stamp TEXT NOT NULL, row TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS skipped (path TEXT PRIMARY KEY, stamp TEXT NOT NULL, reason TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
 READABLE_SCHEMAS = (1,)
 # Folders under a results tree that hold no records (caches, datasets, a record's own insides).
 NOT_RECORDS = {"checkpoints", "tensorboard", "scores", "frames", "datasets", "labels", "renders", "judgements", "human",
@@ -197,15 +203,8 @@ class ResultsIndex:
         self.path = self.root / INDEX_NAME
 
     def connect(self) -> sqlite3.Connection:
-        self.root.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.path, timeout=60)
-        db.execute("PRAGMA journal_mode=WAL")
+        db = sqlite_create(self.path, _TABLES, timeout=60, autocommit=False)
         db.execute("PRAGMA synchronous=NORMAL")
-        db.execute("CREATE TABLE IF NOT EXISTS records (path TEXT PRIMARY KEY, stamp TEXT NOT NULL, "
-                   "row TEXT NOT NULL)")
-        db.execute("CREATE TABLE IF NOT EXISTS skipped (path TEXT PRIMARY KEY, stamp TEXT NOT NULL, "
-                   "reason TEXT NOT NULL)")
-        db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
         found = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
         if found is None or int(found[0]) != SCHEMA:  # rows of another vlmbench: build again
             with db:

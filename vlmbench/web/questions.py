@@ -162,29 +162,24 @@ class QuestionQueue:
             db.close()
         return mine, total
 
-    def _set(self, column: str, ids: Sequence[int]) -> None:
+    def _flag(self, column: str, ids: Sequence[int], condition: str = "") -> None:
+        """Set ``column`` to 1 on the questions ``ids`` (those meeting ``condition``, an SQL clause)."""
         if not ids:
             return
         db = self._connect()
         try:
-            db.execute(f"UPDATE questions SET {column} = 1 WHERE id IN ({','.join('?' * len(ids))})", list(ids))
+            db.execute(f"UPDATE questions SET {column} = 1 WHERE {condition + ' AND ' if condition else ''}"
+                       f"id IN ({','.join('?' * len(ids))})", list(ids))
         finally:
             db.close()
 
     def delivered(self, ids: Sequence[int]) -> None:
         """Mark answers as handed over and logged by their caller: never reused."""
-        self._set("delivered", ids)
+        self._flag("delivered", ids)
 
     def withdraw(self, ids: Sequence[int]) -> None:
         """Stop asking unanswered questions (their judge gave up waiting); answered ones are untouched."""
-        if not ids:
-            return
-        db = self._connect()
-        try:
-            db.execute(f"UPDATE questions SET withdrawn = 1 WHERE value IS NULL AND id IN ({','.join('?' * len(ids))})",
-                       list(ids))
-        finally:
-            db.close()
+        self._flag("withdrawn", ids, "value IS NULL")
 
 
 class QueueSource:

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from vlmbench.files import sqlite_create
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS replies (
@@ -69,13 +70,9 @@ class AnswerCache:
 
     def __init__(self, path: Path, max_age_s: float | None = None):
         self.path, self.max_age_s = Path(path), max_age_s
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
+        self._db = sqlite_create(self.path, SCHEMA, timeout=60, any_thread=True)
+        self._db.execute("PRAGMA synchronous=NORMAL")
         self._lock = threading.Lock()
-        with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(SCHEMA)
 
     def get(self, key: str) -> Reply | None:
         with self._lock:
