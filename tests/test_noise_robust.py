@@ -251,3 +251,41 @@ def test_predict_is_the_standardised_member_mean(rows):
         ensemble.weights[0].mul_(2.0)
     expected = (np.stack([per_member_rewards(ensemble, x, m) for m in range(4)]).mean(axis=0) - 0.3) / 1.7
     np.testing.assert_allclose(ensemble.predict(x), expected, rtol=1e-5, atol=1e-6)
+
+
+def expected_predict(ensemble: RewardEnsemble, x: np.ndarray) -> np.ndarray:
+    members = np.stack([per_member_rewards(ensemble, x, m) for m in range(ensemble.members)])
+    return (members.mean(axis=0) - ensemble.reward_mean.item()) / ensemble.reward_std.item()
+
+
+def test_predict_on_a_few_rows_follows_every_change_of_the_parameters():
+    """The per-step path reads numpy views of the parameters: training, normalisation, loading,
+    casting, copying and pickling must all show through, never a stale copy."""
+    ensemble = RewardEnsemble(5, members=3, hidden=(16, 8), seed=4)
+    x = np.random.default_rng(5).normal(size=(8, 5)).astype(np.float32)
+    np.testing.assert_allclose(ensemble.predict(x), expected_predict(ensemble, x), rtol=1e-5, atol=1e-6)
+
+    optimiser = torch.optim.Adam(ensemble.parameters(), lr=0.1)  # a training step
+    ensemble.member_rewards(torch.from_numpy(x)).square().mean().backward()
+    optimiser.step()
+    ensemble.fit_normalisation(np.random.default_rng(6).normal(size=(50, 5)).astype(np.float32))
+    np.testing.assert_allclose(ensemble.predict(x), expected_predict(ensemble, x), rtol=1e-5, atol=1e-6)
+
+    other = RewardEnsemble(5, members=3, hidden=(16, 8), seed=9)
+    other.reward_std.fill_(3.0)
+    ensemble.load_state_dict(other.state_dict())
+    np.testing.assert_allclose(ensemble.predict(x), other.predict(x), rtol=1e-6)
+    ensemble.load_state_dict(RewardEnsemble(5, members=3, hidden=(16, 8), seed=10).state_dict(), assign=True)
+    np.testing.assert_allclose(ensemble.predict(x), expected_predict(ensemble, x), rtol=1e-5, atol=1e-6)
+
+    copy = pickle.loads(pickle.dumps(ensemble))
+    with torch.no_grad():
+        copy.weights[0].mul_(3.0)  # changes the copy only
+    np.testing.assert_allclose(copy.predict(x), expected_predict(copy, x), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(ensemble.predict(x), expected_predict(ensemble, x), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(copy.predict(x), ensemble.predict(x))
+
+    ensemble.double()  # replaces every parameter
+    with torch.no_grad():
+        ensemble.biases[-1].add_(1.0)
+    np.testing.assert_allclose(ensemble.predict(x), expected_predict(ensemble, x), rtol=1e-5, atol=1e-6)

@@ -128,7 +128,7 @@ class FeedbackLoop(BaseCallback):
     # -- fed by JudgeRewardVecEnv ------------------------------------------------------------
     def add_segment(self, inputs: np.ndarray, frames: tuple[Frame, ...]) -> None:
         self.state.segments_seen += 1
-        self.buffer.add(Segment(key=f"s{self.state.segments_seen}", inputs=inputs.astype(np.float32), frames=frames))
+        self.buffer.add(Segment(key=f"s{self.state.segments_seen}", inputs=inputs, frames=frames))
 
     def wants_segments(self) -> bool:
         """Whether a round is still to come: after the last one, segments are of no use."""

@@ -112,8 +112,8 @@ class JudgeRewardVecEnv(VecEnvWrapper):
             pixels = info.get("frame") if self.keep_pixels else None
             self._open[i].append((inputs[i], Frame(pixels=pixels, features=info["features"])))
             if len(self._open[i]) == self.segment_length:
-                steps = self._open[i]
-                self.on_segment(np.stack([s[0] for s in steps]), tuple(s[1] for s in steps))
+                rows, frames = zip(*self._open[i], strict=True)
+                self.on_segment(np.array(rows), frames)
                 self._open[i] = []
             if dones[i]:  # segments never straddle episodes
                 self._open[i] = []

@@ -10,6 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 
 _PREDICT_BATCH = 65536
+_NUMPY_ROWS = 256  # predict() takes up to this many rows (the per-step case, a row per env) through numpy
+LEAKY_SLOPE = 0.01  # torch's default, explicit because the numpy path applies it too
 _LEGACY_KEY = re.compile(r"nets\.(\d+)\.(\d+)\.(weight|bias)")  # per-member nn.Sequential of older checkpoints
 
 
@@ -22,6 +24,8 @@ class RewardEnsemble(nn.Module):
     and leaves torch's global RNG untouched. ``predict`` returns the ensemble-mean reward standardised
     by ``fit_normalisation`` (identity until that is called).
     """
+
+    _views: tuple | None = None  # numpy views of the CPU parameters and buffers, built by _predict_small
 
     def __init__(
         self, input_dim: int, members: int = 3, hidden: tuple[int, ...] = (64, 64, 64, 64), seed: int = 0
@@ -44,7 +48,7 @@ class RewardEnsemble(nn.Module):
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         """Member m's MLP on x[m]: (members, N, D) -> (members, N); x may be an expanded (stride-0) view."""
         for layer, (weight, bias) in enumerate(zip(self.weights, self.biases, strict=True)):
-            x = torch.baddbmm(bias.unsqueeze(1), F.leaky_relu(x) if layer else x, weight)
+            x = torch.baddbmm(bias.unsqueeze(1), F.leaky_relu(x, LEAKY_SLOPE) if layer else x, weight)
         return x.squeeze(-1)
 
     def member_rewards(self, x: torch.Tensor) -> torch.Tensor:
@@ -60,6 +64,7 @@ class RewardEnsemble(nn.Module):
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         """Accept the per-member layout of older checkpoints (``nets.<member>.<2 * layer>.weight``)."""
+        self._views = None  # loading with assign=True replaces the parameters
         legacy = {k: v for k, v in state_dict.items() if k.startswith(prefix) and _LEGACY_KEY.fullmatch(k[len(prefix):])}
         if legacy:
             converted = _from_legacy({k[len(prefix):]: v for k, v in legacy.items()}, self.members, len(self.weights))
@@ -86,17 +91,43 @@ class RewardEnsemble(nn.Module):
         self.reward_mean.fill_(float(mean_reward.mean()))
         self.reward_std.fill_(max(float(mean_reward.std()), 1e-6))
 
-    @torch.inference_mode()
     def predict(self, inputs: np.ndarray) -> np.ndarray:
         """Standardised ensemble-mean reward, shape inputs.shape[:-1], float32."""
         inputs = np.asarray(inputs, dtype=np.float32)
-        if inputs.size > _PREDICT_BATCH * self.input_dim:
-            mean_reward = torch.from_numpy(self.member_rewards_numpy(inputs).mean(axis=0))
-        else:  # the per-step case: everything in one pass of torch
-            flat = torch.from_numpy(inputs.reshape(-1, self.input_dim)).to(self.reward_mean.device)
-            mean_reward = self.member_rewards(flat).mean(0).cpu()
-        standardised = (mean_reward - self.reward_mean.cpu()) / self.reward_std.cpu()
-        return standardised.numpy().reshape(inputs.shape[:-1])
+        if inputs.size <= _NUMPY_ROWS * self.input_dim and self.reward_mean.device.type == "cpu":
+            small = self._predict_small(inputs.reshape(-1, self.input_dim))
+            return small.astype(np.float32, copy=False).reshape(inputs.shape[:-1])
+        standardised = (self.member_rewards_numpy(inputs).mean(axis=0) - self.reward_mean.item()) / self.reward_std.item()
+        return standardised.astype(np.float32).reshape(inputs.shape[:-1])
+
+    def _predict_small(self, flat: np.ndarray) -> np.ndarray:
+        """``predict`` of a few (N, D) rows in numpy, at under half of torch's per-operation overhead.
+        The views share the parameters' and buffers' memory, so in-place updates (training,
+        ``fit_normalisation``, ``load_state_dict``) show through."""
+        if self._views is None:
+            self._views = ([w.detach().numpy() for w in self.weights],
+                           [b.detach().numpy()[:, None, :] for b in self.biases],
+                           self.reward_mean.numpy(), self.reward_std.numpy())
+        weights, biases, mean, std = self._views
+        x = np.matmul(flat, weights[0])
+        x += biases[0]
+        for weight, bias in zip(weights[1:], biases[1:], strict=True):
+            np.maximum(x, LEAKY_SLOPE * x, out=x)  # leaky ReLU, as the slope is < 1
+            x = np.matmul(x, weight)
+            x += bias
+        standardised = x[..., 0].mean(axis=0)
+        standardised -= mean
+        standardised /= std
+        return standardised
+
+    def _apply(self, *args, **kwargs):
+        """Moving or casting (``to``, ``double``, ...) replaces the parameters: drop the numpy views."""
+        self._views = None
+        return super()._apply(*args, **kwargs)
+
+    def __getstate__(self):
+        """Copies and pickles rebuild their own views (a copied view would not follow the copy's parameters)."""
+        return {**super().__getstate__(), "_views": None}
 
     def disagreement(self, inputs: np.ndarray) -> np.ndarray:
         """Std across members of the reward, in predict()'s units (divided by the normalisation std)."""
