@@ -1,9 +1,10 @@
 """Training throughput of the judge reward paths against their plain baselines, side by side in one run.
 
-(1) PPO on cartpole-upright, environment steps per second: with the learned-reward wrapper
-    (JudgeRewardVecEnv rewarding every step by RewardEnsemble.predict and cutting the stream into
-    segments, as the feedback loop's runs do) against the plain wrapper (no reward model, no
-    segments), same PPO settings and seed. Target: the learned-reward path at least 0.95x as fast
+(1) PPO on cartpole-upright, environment steps per second: with the learned-reward path as the
+    feedback loop's runs have it (JudgeRewardVecEnv handing on each step's reward-model inputs and
+    cutting the stream into segments; LearnedRewardCallback rewarding each rollout in one
+    RewardEnsemble.predict) against the plain wrapper (no reward model, no segments), same PPO
+    settings and seed. Target: the learned-reward path at least 0.95x as fast
     (also given from process CPU time, which other load on the machine disturbs less).
     Feedback rounds (buying labels, refitting the ensemble) are left out: they are scheduled work,
     not a per-step cost. Each variant is timed --repeats times, alternating; the best counts.
@@ -31,7 +32,7 @@ from rich.table import Table
 
 from vlmbench.agents import vec_env
 from vlmbench.agents.algorithms import make_algorithm
-from vlmbench.agents.score_relabel import ScoreRelabelCallback
+from vlmbench.agents.relabel import LearnedRewardCallback, ScoreRelabelCallback
 from vlmbench.agents.vec_env import JudgeRewardVecEnv, make_vec_env
 from vlmbench.envs.rollout import rollout
 from vlmbench.judges.clip import ClipJudge, ClipParams
@@ -46,10 +47,10 @@ TINY_CLIP = {
 }
 
 
-def wrap(venv, *, reward_fn=None, on_segment=None, keep_pixels: bool = False, rounds_to_come: bool = True
+def wrap(venv, *, learned: bool = False, on_segment=None, keep_pixels: bool = False, rounds_to_come: bool = True
          ) -> JudgeRewardVecEnv:
     """The run's wrapper around ``venv``, with observation inputs (the default reward-model inputs)."""
-    return JudgeRewardVecEnv(venv, reward_fn=reward_fn, inputs_fn=vec_env.observation_inputs(False),
+    return JudgeRewardVecEnv(venv, attach_inputs=learned, inputs_fn=vec_env.observation_inputs(False),
                              segment_length=1, on_segment=on_segment, keep_pixels=keep_pixels,
                              collecting=lambda: rounds_to_come)
 
@@ -86,24 +87,27 @@ def bench_ppo(args, console: Console) -> None:
 
     def learned():
         return wrap(make_vec_env(task, n_envs=args.ppo_envs, render=False, subprocess=False),
-                    reward_fn=ensemble.predict, on_segment=segments.add)
+                    learned=True, on_segment=segments.add)
 
     def plain():
         return wrap(make_vec_env(task, n_envs=args.ppo_envs, render=False, subprocess=False))
 
     def after_rounds():
         return wrap(make_vec_env(task, n_envs=args.ppo_envs, render=False, subprocess=False),
-                    reward_fn=ensemble.predict, on_segment=segments.add, rounds_to_come=False)
+                    learned=True, on_segment=segments.add, rounds_to_come=False)
 
     variants = {"(a) learned reward + segments": learned, "(b) plain wrapper": plain,
                 "(c) learned reward, rounds over": after_rounds}
+    callbacks = {"(a) learned reward + segments": lambda: LearnedRewardCallback(ensemble), "(b) plain wrapper": None,
+                 "(c) learned reward, rounds over": lambda: LearnedRewardCallback(ensemble)}
     time_learn(plain, "ppo", 512, args.seed)  # warm up: imports, first allocations
     segments.seen = 0
     best = dict.fromkeys(variants, float("inf"))
     cpu: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(args.repeats):
         for name, make in variants.items():
-            best[name] = min(best[name], time_learn(make, "ppo", args.ppo_steps, args.seed, cpu=cpu[name]))
+            best[name] = min(best[name], time_learn(make, "ppo", args.ppo_steps, args.seed, callback=callbacks[name],
+                                                    cpu=cpu[name]))
     rate = {name: args.ppo_steps / seconds for name, seconds in best.items()}
     table = Table(title=f"(1) PPO on cartpole-upright: {args.ppo_steps} steps, {args.ppo_envs} envs, "
                   f"{torch.get_num_threads()} torch thread(s), best of {args.repeats}")

@@ -22,7 +22,7 @@ import pytest
 from vlmbench.agents.config import FeedbackConfig, RunConfig
 from vlmbench.agents.feedback import FeedbackLoop
 from vlmbench.agents.run import RunResult, train
-from vlmbench.agents.score_relabel import ScoreRelabelCallback
+from vlmbench.agents.relabel import LearnedRewardCallback, ScoreRelabelCallback
 from vlmbench.errors import VlmbenchError
 from vlmbench.judges.base import Answer, Question
 from vlmbench.judges.oracle import OracleJudge, OracleParams
@@ -176,7 +176,7 @@ def test_score_path_relabels_ppo_rollouts_with_judge_scores(tmp_path, monkeypatc
         buffer = self.model.rollout_buffer
         before = buffer.rewards.copy()  # zero, but for SB3's time-limit bootstrap terms
         advantages = buffer.advantages.copy()
-        progress = np.array([[self.task.progress_of(dict(f.features)) for f in step] for step in self._frames])
+        progress = np.array([[self.task.progress_of(dict(f.features)) for f in step] for step in self._steps])
         relabel(self)
         np.testing.assert_allclose(buffer.rewards, before + progress, rtol=1e-6, atol=1e-6)
         np.testing.assert_allclose(buffer.returns, buffer.advantages + buffer.values, rtol=1e-5, atol=1e-5)
@@ -193,6 +193,45 @@ def test_score_path_relabels_ppo_rollouts_with_judge_scores(tmp_path, monkeypatc
     assert [b["frames"] for b in batches] == checked and all(b["question"] == "score" for b in batches)
     assert all(0.0 <= b["min"] <= b["mean"] <= b["max"] <= 1.0 for b in batches)
     assert int(curves(result.folder)[-1]["labels"]) == sum(checked)
+
+
+def test_learned_reward_path_rewards_each_rollout_with_the_model_it_was_collected_under(tmp_path, monkeypatch):
+    """At each rollout's end the reward model's predictions of the states the steps reached are
+    added to PPO's buffer (over SB3's time-limit bootstrap terms) and returns and advantages are
+    recomputed; the model is the one the rollout was collected under, not one a round refits after."""
+    checked, rounds_seen = [], set()
+    probe = np.random.default_rng(0).normal(size=(3, 4)).astype(np.float32)
+    start, relabel = LearnedRewardCallback._on_rollout_start, LearnedRewardCallback._on_rollout_end
+
+    def remembering_start(self: LearnedRewardCallback) -> None:
+        start(self)
+        self.probe_at_start = self.ensemble.predict(probe)
+
+    def checking_relabel(self: LearnedRewardCallback) -> None:
+        buffer = self.model.rollout_buffer
+        before, advantages = buffer.rewards.copy(), buffer.advantages.copy()
+        relabel(self)
+        np.testing.assert_array_equal(self.ensemble.predict(probe), self.probe_at_start)
+        # a step that did not end its episode reached the state the next step starts from
+        steps, envs = buffer.rewards.shape
+        for t in range(steps - 1):
+            for e in range(envs):
+                if not buffer.episode_starts[t + 1, e]:
+                    expected = self.ensemble.predict(buffer.observations[t + 1, e][None])[0]
+                    assert before[t, e] == 0.0
+                    assert buffer.rewards[t, e] == pytest.approx(expected, rel=1e-5, abs=1e-6)
+        np.testing.assert_allclose(buffer.returns, buffer.advantages + buffer.values, rtol=1e-5, atol=1e-5)
+        assert not np.allclose(buffer.advantages, advantages)
+        rounds_seen.add(self.ensemble.reward_std.item())
+        checked.append(steps * envs)
+
+    monkeypatch.setattr(LearnedRewardCallback, "_on_rollout_start", remembering_start)
+    monkeypatch.setattr(LearnedRewardCallback, "_on_rollout_end", checking_relabel)
+    config = toy_config(timesteps=1024, checkpoint_every=512)
+    result = train(config, results_dir=tmp_path, name="learned")
+    assert_complete(result, config)
+    assert sum(checked) >= config.timesteps
+    assert len(rounds_seen) >= 2  # rounds refitted the model between rollouts
 
 
 def test_clip_score_path_renders_frames_and_relabels_dqn_replay_buffer(tmp_path):
@@ -514,7 +553,7 @@ def test_segments_and_frames_stop_once_no_round_is_to_come():
 
     task = resolve_task(TASK)
     steps, segments = [0], []
-    venv = JudgeRewardVecEnv(make_vec_env(task, n_envs=2, render=True, subprocess=False), reward_fn=None,
+    venv = JudgeRewardVecEnv(make_vec_env(task, n_envs=2, render=True, subprocess=False), attach_inputs=False,
                              inputs_fn=observation_inputs(False), segment_length=1,
                              on_segment=lambda inputs, frames: segments.append(frames), keep_pixels=True,
                              collecting=lambda: steps[0] < 3, frames_only_for_segments=True)

@@ -33,7 +33,7 @@ from vlmbench.agents.checkpoints import (
 )
 from vlmbench.agents.config import RunConfig
 from vlmbench.agents.feedback import FeedbackLoop
-from vlmbench.agents.score_relabel import ScoreRelabelCallback
+from vlmbench.agents.relabel import LearnedRewardCallback, ScoreRelabelCallback
 from vlmbench.agents.vec_env import JudgeRewardVecEnv, embedding_inputs, make_vec_env, observation_inputs
 from vlmbench.errors import VlmbenchError
 from vlmbench.files import atomic_write, write_json
@@ -242,7 +242,7 @@ class Run:
         venv = make_vec_env(self.task, n_envs=c.n_envs, render=render, subprocess=c.subprocess_envs)
         return JudgeRewardVecEnv(
             venv,
-            reward_fn=None if self.mode == "score" else self.ensemble.predict,
+            attach_inputs=self.mode != "score",
             inputs_fn=embedding_inputs(self.embedder.embed) if pixel_inputs
             else observation_inputs(c.feedback.inputs == "observation+action"),
             segment_length=c.feedback.segment_length,
@@ -307,8 +307,10 @@ class Run:
                     self.score_callback = ScoreRelabelCallback(self.task, self.judge, self.record)
                     self.score_callback.restore_counts()
                 callbacks.append(self.score_callback)
-            elif collect:
-                callbacks.append(self.loop)
+            else:  # the rollout is rewarded by the model it was collected under, before a round may refit it
+                callbacks.append(LearnedRewardCallback(self.ensemble))
+                if collect:
+                    callbacks.append(self.loop)
             job = progress.add_task(f"{stage} ({algorithm})", total=timesteps, completed=model.num_timesteps,
                                     status=self.status()) if progress is not None else None
             callbacks += [

@@ -1,9 +1,9 @@
 """Vectorised task envs for training, and the wrapper that swaps in judge-derived rewards.
 
-``JudgeRewardVecEnv`` replaces each step's reward by a learned reward model's prediction (or by
-zero, for score judges whose rewards are relabelled in batch at the end of each rollout), keeps
-the environment's own reward in ``info['env_reward']``, and cuts the stream of steps into
-segments for the feedback loop.
+``JudgeRewardVecEnv`` sets each step's reward to zero (judge-derived rewards are written over a
+whole rollout at its end, by the callbacks of ``relabel``), keeps the environment's own reward in
+``info['env_reward']``, hands each step's reward-model inputs on in ``info['reward_inputs']``, and
+cuts the stream of steps into segments for the feedback loop.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from vlmbench.envs.task_env import make_env
 from vlmbench.judges.base import Frame
 from vlmbench.specs.task import TaskSpec
 
-RewardFn = Callable[[np.ndarray], np.ndarray]  # reward-model inputs (n, D) -> rewards (n,)
 InputsFn = Callable[[np.ndarray, np.ndarray, list[dict]], np.ndarray]  # (reached obs, actions, infos) -> (n, D)
 
 
@@ -51,15 +50,15 @@ def embedding_inputs(embed: Callable[[list[Frame]], np.ndarray]) -> InputsFn:
 
 
 class JudgeRewardVecEnv(VecEnvWrapper):
-    """Rewards from ``reward_fn`` (zero when None); finished segments go to ``on_segment(inputs, frames)``
-    while ``collecting()`` says they are wanted. Once it says no (the feedback loop has bought its last
+    """Zero rewards; with ``attach_inputs`` each info carries its step's reward-model inputs (a row of
+    ``inputs_fn``); finished segments go to ``on_segment(inputs, frames)`` while ``collecting()`` says they are wanted. Once it says no (the feedback loop has bought its last
     round), segments stop for good, and with ``frames_only_for_segments`` the envs stop rendering."""
 
     def __init__(
         self,
         venv: VecEnv,
         *,
-        reward_fn: RewardFn | None,
+        attach_inputs: bool,
         inputs_fn: InputsFn,
         segment_length: int,
         on_segment: Callable[[np.ndarray, tuple[Frame, ...]], None] | None,
@@ -70,7 +69,7 @@ class JudgeRewardVecEnv(VecEnvWrapper):
         super().__init__(venv)
         self.collecting = collecting
         self.frames_only_for_segments = frames_only_for_segments
-        self.reward_fn = reward_fn
+        self.attach_inputs = attach_inputs
         self.inputs_fn = inputs_fn
         self.segment_length = segment_length
         self.on_segment = on_segment
@@ -88,18 +87,21 @@ class JudgeRewardVecEnv(VecEnvWrapper):
 
     def step_wait(self):
         obs, _, dones, infos = self.venv.step_wait()
+        rewards = np.zeros(self.num_envs, dtype=np.float32)
+        if self.on_segment is not None and not self.collecting():
+            self._stop_collecting()
+        if not self.attach_inputs and self.on_segment is None:
+            return obs, rewards, dones, infos
         # The reward belongs to the state reached by the step: for finished episodes that is the
         # terminal observation, not the first observation of the next episode.
         reached = np.array([info["terminal_observation"] if done else o for o, done, info in zip(obs, dones, infos)])
-        if self.reward_fn is None and self.on_segment is None:
-            return obs, np.zeros(self.num_envs, dtype=np.float32), dones, infos
         inputs = self.inputs_fn(reached, self._actions, infos)
-        rewards = np.zeros(self.num_envs, dtype=np.float32) if self.reward_fn is None else self.reward_fn(inputs)
-        if self.on_segment is not None and not self.collecting():
-            self._stop_collecting()
+        if self.attach_inputs:
+            for info, row in zip(infos, inputs, strict=True):
+                info["reward_inputs"] = row
         if self.on_segment is not None:
             self._collect(inputs, infos, dones)
-        return obs, rewards.astype(np.float32), dones, infos
+        return obs, rewards, dones, infos
 
     def _stop_collecting(self) -> None:
         self.on_segment = None
