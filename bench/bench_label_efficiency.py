@@ -208,9 +208,10 @@ def main() -> None:
             row = future.result()
             rows.append(row)
             spent.append(row["seconds"])
+            left = (time.perf_counter() - began) / len(spent) * (len(todo) - len(spent))
             console.print(f"{cell_name(**{k: row[k] for k in ('task', 'judge', 'learner', 'budget', 'seed')})}: "
                           f"success {row['success_rate']:.0%}, {row['labels']} labels, {row['seconds']:.0f} s "
-                          f"({len(spent)}/{len(todo)})")
+                          f"({len(spent)}/{len(todo)}, about {left / 60:.0f} min left)")
     if spent:
         console.print(f"trained {len(spent)} cells in {time.perf_counter() - began:.0f} s wall time "
                       f"({np.mean(spent):.0f} s per cell, {args.jobs} process(es))")
