@@ -55,7 +55,7 @@ def tokens_in(request: dict) -> int:
 def test_openai_wire_format(key_env):
     a, b = frame(40), frame(200)
     with FakeServer(key=KEY) as server:
-        answers = make(server).compare(TASK, [([a], [b]), ([b], [a])])
+        answers = make(server, concurrency=1).compare(TASK, [([a], [b]), ([b], [a])])  # requests arrive in order
         request = server.requests[0]
     assert [x.value for x in answers] == [0.0, 1.0]  # the brighter one wins
     assert request["path"] == "/v1/chat/completions" and {k.lower(): v for k, v in request["headers"].items()}["authorization"] == f"Bearer {KEY}"

@@ -298,9 +298,10 @@ def test_rejected_runs_leave_no_half_made_folder(tmp_path):
 def test_ctrl_c_says_how_to_continue_and_exits_130(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [str(SCRIPT)] if SCRIPT.exists() else ["python", "-m", "vlmbench"]
+    # A suite started in the background by a shell inherits SIGINT ignored; a person's terminal does not.
     proc = subprocess.Popen([*command, "run", "--task", "cartpole-upright", "--judge", "oracle", "--results",
                              str(tmp_path), "--name", "ctrl-c"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env)
+                            text=True, env=env, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     first = proc.stdout.readline()  # the first checkpoint's plain line: training is under way
     assert first.startswith("agent: "), first + proc.stderr.read()
     proc.send_signal(signal.SIGINT)
