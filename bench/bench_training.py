@@ -96,17 +96,19 @@ def bench_ppo(args, console: Console) -> None:
         return wrap(make_vec_env(task, n_envs=args.ppo_envs, render=False, subprocess=False),
                     learned=True, on_segment=segments.add, rounds_to_come=False)
 
-    variants = {"(a) learned reward + segments": learned, "(b) plain wrapper": plain,
-                "(c) learned reward, rounds over": after_rounds}
-    callbacks = {"(a) learned reward + segments": lambda: LearnedRewardCallback(ensemble), "(b) plain wrapper": None,
-                 "(c) learned reward, rounds over": lambda: LearnedRewardCallback(ensemble)}
+    def rewarded():
+        return LearnedRewardCallback(ensemble)
+
+    # variant: (its envs, its callback)
+    variants = {"(a) learned reward + segments": (learned, rewarded), "(b) plain wrapper": (plain, None),
+                "(c) learned reward, rounds over": (after_rounds, rewarded)}
     time_learn(plain, "ppo", 512, args.seed)  # warm up: imports, first allocations
     segments.seen = 0
     best = dict.fromkeys(variants, float("inf"))
     cpu: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(args.repeats):
-        for name, make in variants.items():
-            best[name] = min(best[name], time_learn(make, "ppo", args.ppo_steps, args.seed, callback=callbacks[name],
+        for name, (make, callback) in variants.items():
+            best[name] = min(best[name], time_learn(make, "ppo", args.ppo_steps, args.seed, callback=callback,
                                                     cpu=cpu[name]))
     rate = {name: args.ppo_steps / seconds for name, seconds in best.items()}
     table = Table(title=f"(1) PPO on cartpole-upright: {args.ppo_steps} steps, {args.ppo_envs} envs, "

@@ -51,8 +51,9 @@ def embedding_inputs(embed: Callable[[list[Frame]], np.ndarray]) -> InputsFn:
 
 class JudgeRewardVecEnv(VecEnvWrapper):
     """Zero rewards; with ``attach_inputs`` each info carries its step's reward-model inputs (a row of
-    ``inputs_fn``); finished segments go to ``on_segment(inputs, frames)`` while ``collecting()`` says they are wanted. Once it says no (the feedback loop has bought its last
-    round), segments stop for good, and with ``frames_only_for_segments`` the envs stop rendering."""
+    ``inputs_fn``). Finished segments go to ``on_segment(inputs, frames)`` while ``collecting()`` says
+    they are wanted. Once it says no (the feedback loop has bought its last round), segments stop for
+    good, and with ``frames_only_for_segments`` the envs stop rendering."""
 
     def __init__(
         self,

@@ -25,7 +25,7 @@ class RewardEnsemble(nn.Module):
     by ``fit_normalisation`` (identity until that is called).
     """
 
-    _views: tuple | None = None  # numpy views of the CPU parameters and buffers, built by _predict_small
+    _views: tuple | None = None  # numpy views of the CPU parameters, built by _member_rewards_small
 
     def __init__(
         self, input_dim: int, members: int = 3, hidden: tuple[int, ...] = (64, 64, 64, 64), seed: int = 0
@@ -95,30 +95,27 @@ class RewardEnsemble(nn.Module):
         """Standardised ensemble-mean reward, shape inputs.shape[:-1], float32."""
         inputs = np.asarray(inputs, dtype=np.float32)
         if inputs.size <= _NUMPY_ROWS * self.input_dim and self.reward_mean.device.type == "cpu":
-            small = self._predict_small(inputs.reshape(-1, self.input_dim))
-            return small.astype(np.float32, copy=False).reshape(inputs.shape[:-1])
-        standardised = (self.member_rewards_numpy(inputs).mean(axis=0) - self.reward_mean.item()) / self.reward_std.item()
-        return standardised.astype(np.float32).reshape(inputs.shape[:-1])
+            member_rewards = self._member_rewards_small(inputs.reshape(-1, self.input_dim))
+        else:
+            member_rewards = self.member_rewards_numpy(inputs)
+        standardised = (member_rewards.mean(axis=0) - self.reward_mean.item()) / self.reward_std.item()
+        return standardised.astype(np.float32, copy=False).reshape(inputs.shape[:-1])
 
-    def _predict_small(self, flat: np.ndarray) -> np.ndarray:
-        """``predict`` of a few (N, D) rows in numpy, at under half of torch's per-operation overhead.
-        The views share the parameters' and buffers' memory, so in-place updates (training,
-        ``fit_normalisation``, ``load_state_dict``) show through."""
+    def _member_rewards_small(self, flat: np.ndarray) -> np.ndarray:
+        """``member_rewards`` of a few (N, D) rows in numpy, (members, N), at under half of torch's
+        per-operation overhead. The views share the parameters' memory, so in-place updates
+        (training, ``load_state_dict``) show through."""
         if self._views is None:
             self._views = ([w.detach().numpy() for w in self.weights],
-                           [b.detach().numpy()[:, None, :] for b in self.biases],
-                           self.reward_mean.numpy(), self.reward_std.numpy())
-        weights, biases, mean, std = self._views
+                           [b.detach().numpy()[:, None, :] for b in self.biases])
+        weights, biases = self._views
         x = np.matmul(flat, weights[0])
         x += biases[0]
         for weight, bias in zip(weights[1:], biases[1:], strict=True):
             np.maximum(x, LEAKY_SLOPE * x, out=x)  # leaky ReLU, as the slope is < 1
             x = np.matmul(x, weight)
             x += bias
-        standardised = x[..., 0].mean(axis=0)
-        standardised -= mean
-        standardised /= std
-        return standardised
+        return x[..., 0]
 
     def _apply(self, *args, **kwargs):
         """Moving or casting (``to``, ``double``, ...) replaces the parameters: drop the numpy views."""
