@@ -18,6 +18,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 
 from vlmbench.agents.config import FeedbackConfig, RunConfig
 from vlmbench.agents.feedback import FeedbackLoop
@@ -232,6 +233,35 @@ def test_learned_reward_path_rewards_each_rollout_with_the_model_it_was_collecte
     assert_complete(result, config)
     assert sum(checked) >= config.timesteps
     assert len(rounds_seen) >= 2  # rounds refitted the model between rollouts
+
+
+def test_rollout_rewards_are_added_to_the_time_limit_bootstrap_terms():
+    """SB3 puts gamma * V(terminal state) into the reward of a step cut off by a time limit; the
+    rollout's learned rewards must be added to it, not written over it."""
+    from gymnasium import spaces
+    from stable_baselines3.common.buffers import RolloutBuffer
+
+    steps, envs = 4, 2
+    buffer = RolloutBuffer(steps, spaces.Box(-1, 1, (3,)), spaces.Discrete(2), n_envs=envs, gamma=0.9, gae_lambda=1.0)
+    rng = np.random.default_rng(0)
+    for _ in range(steps):
+        buffer.add(rng.normal(size=(envs, 3)).astype(np.float32), np.zeros((envs, 1)), np.zeros(envs, np.float32),
+                   np.zeros(envs, bool), torch.zeros(envs), torch.zeros(envs))
+    buffer.rewards[2, 1] = 0.7  # a bootstrap term
+    bootstrap = buffer.rewards.copy()
+    ensemble = RewardEnsemble(3, members=2, hidden=(4,), seed=1)
+    callback = LearnedRewardCallback(ensemble)
+    callback.model = SimpleNamespace(rollout_buffer=buffer, logger=SimpleNamespace(record=lambda *args: None))
+    callback.locals = {"values": torch.zeros(envs), "dones": np.zeros(envs, bool)}
+    inputs = rng.normal(size=(steps, envs, 3)).astype(np.float32)
+    callback._steps = list(inputs)
+    callback._on_rollout_end()
+    np.testing.assert_allclose(buffer.rewards, bootstrap + ensemble.predict(inputs), rtol=1e-6)
+    # returns recomputed with gamma 0.9, lambda 1 and zero values: discounted sums of the new rewards
+    expected = np.zeros(envs, np.float32)
+    for t in reversed(range(steps)):
+        expected = buffer.rewards[t] + 0.9 * expected
+        np.testing.assert_allclose(buffer.returns[t], expected, rtol=1e-5)
 
 
 def test_clip_score_path_renders_frames_and_relabels_dqn_replay_buffer(tmp_path):
