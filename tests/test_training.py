@@ -340,6 +340,40 @@ def test_score_path_resume_keeps_counting_judge_queries(tmp_path, monkeypatch):
     assert result.labels == int(curves(result.folder)[-1]["labels"]) == scored
 
 
+
+def dqn_learned_config(**overrides) -> RunConfig:
+    """Oracle preferences for DQN: 64-transition rollouts; four rounds refit the reward model over
+    the first half of the steps, so most stored transitions were rewarded by an earlier model."""
+    return toy_config(algorithm="dqn", timesteps=1024, n_envs=4, checkpoint_every=300,
+                      algo_kwargs=dict(learning_starts=64, train_freq=16, gradient_steps=1, buffer_size=2000),
+                      **overrides)
+
+
+def assert_replay_rewards_are_the_final_models(folder: Path, config: RunConfig) -> None:
+    """Every stored transition holds the inputs of the state it reached and the final reward model's
+    reward for them, not the reward of the model that was current when it was collected."""
+    replay = saved_replay(folder)
+    assert replay.reward_inputs_kept.all() and len(replay.rewards) == replay.pos
+    np.testing.assert_array_equal(replay.reward_inputs, replay.next_observations)
+    expected = load_reward_model(folder, config).predict(replay.reward_inputs)
+    wrong = np.flatnonzero(np.abs(replay.rewards - expected).max(axis=1) > 1e-5)
+    assert wrong.size == 0, f"replay rows {wrong.tolist()} keep the rewards of an earlier reward model"
+
+
+def test_learned_reward_path_relabels_the_dqn_replay_buffer_after_each_refit(tmp_path):
+    config = dqn_learned_config()
+    result = train(config, results_dir=tmp_path, name="learned-dqn")
+    assert_complete(result, config)
+    assert_replay_rewards_are_the_final_models(result.folder, config)
+
+
+def test_learned_reward_path_resume_relabels_the_loaded_replay_buffer(tmp_path, monkeypatch):
+    config = dqn_learned_config()
+    # interrupted after the checkpoint at 300 steps, with rounds still to come
+    result = interrupted_then_resumed(config, tmp_path, monkeypatch, LearnedRewardCallback, "_on_rollout_end", 6)
+    assert_complete(result, config)
+    assert_replay_rewards_are_the_final_models(result.folder, config)
+
 # -- the record ---------------------------------------------------------------------------------------
 def test_seeded_runs_write_identical_records(preference_run, tmp_path):
     first, config = preference_run

@@ -20,7 +20,9 @@ from vlmbench.agents.algorithms import load_algorithm
 from vlmbench.errors import VlmbenchError
 from vlmbench.files import atomic_write, previous_of
 
-REPLAY_ARRAYS = ("observations", "next_observations", "actions", "rewards", "dones", "timeouts")
+# SB3's arrays, and the reward-model inputs a learned-reward run keeps beside them (relabel.py)
+REPLAY_ARRAYS = ("observations", "next_observations", "actions", "rewards", "dones", "timeouts",
+                 "reward_inputs", "reward_inputs_kept")
 
 
 def _replay_path(folder: Path, stage: str) -> Path:
@@ -41,6 +43,8 @@ def load_replay_buffer(buffer: ReplayBuffer, path: Path) -> None:
         for name in REPLAY_ARRAYS:
             if name in saved:
                 part = saved[name]
+                if getattr(buffer, name, None) is None:  # an array SB3 does not allocate
+                    setattr(buffer, name, np.zeros((buffer.buffer_size, *part.shape[1:]), part.dtype))
                 getattr(buffer, name)[: len(part)] = part
         buffer.pos, buffer.full = int(saved["pos"]), bool(saved["full"])
 

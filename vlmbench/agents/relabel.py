@@ -9,10 +9,13 @@ recomputed; off-policy buffers get the rewards at the positions the steps were s
   VLM-RM does.
 - ``LearnedRewardCallback``: the reward model scores the rollout's reward-model inputs; one
   batched pass per rollout instead of one per step. Placed before the feedback loop's callback,
-  so a rollout is rewarded by the model it was collected under.
+  so a rollout is rewarded by the model it was collected under. Off-policy, the whole replay
+  buffer is rewarded again after each refit.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
@@ -61,11 +64,21 @@ class RolloutRelabelCallback(BaseCallback):
 
 
 class LearnedRewardCallback(RolloutRelabelCallback):
-    """Rewards from the reward model's ``predict`` on each step's ``info['reward_inputs']``."""
+    """Rewards from the reward model's ``predict`` on each step's ``info['reward_inputs']``.
 
-    def __init__(self, ensemble: RewardEnsemble):
+    Off-policy, each step's inputs are also kept beside the replay buffer (its ``reward_inputs``
+    array, saved and loaded with it), and once ``refits()`` changes, every stored transition is
+    rewarded again by the refitted model: a replay buffer otherwise keeps training the agent on
+    the rewards of models the feedback rounds have since replaced. The first rollout after a
+    resume relabels the loaded buffer the same way.
+    """
+
+    RELABEL_ROWS = 65_536  # rows of the replay buffer predicted at once
+
+    def __init__(self, ensemble: RewardEnsemble, refits: Callable[[], int] = lambda: 0):
         super().__init__()
-        self.ensemble = ensemble
+        self.ensemble, self.refits = ensemble, refits
+        self._relabelled_for: int | None = None  # the refits() count the stored rewards belong to
 
     def _step_items(self, infos: list[dict]) -> np.ndarray:
         return np.stack([info["reward_inputs"] for info in infos])
@@ -74,6 +87,29 @@ class LearnedRewardCallback(RolloutRelabelCallback):
         rewards = self.ensemble.predict(np.stack(steps))
         self.logger.record("reward_model/mean_reward", float(rewards.mean()))
         return rewards
+
+    def _on_rollout_end(self) -> None:
+        if not (self._steps and isinstance(self.model, OffPolicyAlgorithm)):
+            super()._on_rollout_end()
+            return
+        replay = self.model.replay_buffer
+        steps = np.stack(self._steps)
+        if getattr(replay, "reward_inputs", None) is None:  # rows stored before (an older checkpoint) stay as they are
+            replay.reward_inputs = np.zeros((replay.buffer_size, *steps.shape[1:]), np.float32)
+            replay.reward_inputs_kept = np.zeros(replay.buffer_size, bool)
+        replay.reward_inputs[self._positions] = steps
+        replay.reward_inputs_kept[self._positions] = True
+        if self.refits() == self._relabelled_for:
+            super()._on_rollout_end()
+            return
+        self._relabelled_for = self.refits()
+        kept = np.flatnonzero(replay.reward_inputs_kept)
+        chunk = max(1, self.RELABEL_ROWS // steps.shape[1])
+        for start in range(0, len(kept), chunk):
+            rows = kept[start:start + chunk]
+            replay.rewards[rows] = self.ensemble.predict(replay.reward_inputs[rows])
+        self.logger.record("reward_model/mean_reward", float(replay.rewards[self._positions].mean()))
+        self.logger.record("reward_model/relabelled_transitions", len(kept) * steps.shape[1])
 
 
 class ScoreRelabelCallback(RolloutRelabelCallback):

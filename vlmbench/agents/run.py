@@ -308,7 +308,7 @@ class Run:
                     self.score_callback.restore_counts()
                 callbacks.append(self.score_callback)
             else:  # the rollout is rewarded by the model it was collected under, before a round may refit it
-                callbacks.append(LearnedRewardCallback(self.ensemble))
+                callbacks.append(LearnedRewardCallback(self.ensemble, refits=lambda: self.loop.state.rounds_done))
                 if collect:
                     callbacks.append(self.loop)
             job = progress.add_task(f"{stage} ({algorithm})", total=timesteps, completed=model.num_timesteps,
