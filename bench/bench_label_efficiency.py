@@ -115,14 +115,15 @@ def plot(summary: dict, out: Path) -> None:
     rows = -(-len(panels) // columns)
     figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.4 * rows), squeeze=False, sharey=True)
     for ax, (task, judge) in zip(axes.flat, panels, strict=False):
-        for learner in LEARNERS:
+        shown = [lrn for lrn in LEARNERS if any(k[:3] == (task, judge, lrn) for k in summary)]
+        for i, learner in enumerate(shown):
             points = sorted((b, s) for (t, j, lrn, b), s in summary.items() if (t, j, lrn) == (task, judge, learner))
-            if not points:
-                continue
-            budgets = [b for b, _ in points]
-            (line,) = ax.plot(budgets, [s["mean"] for _, s in points], marker="o", label=learner)
-            ax.fill_between(budgets, [s["low"] for _, s in points], [s["high"] for _, s in points], alpha=0.2,
-                            color=line.get_color())
+            dodge = 1 + 0.05 * (i - (len(shown) - 1) / 2)  # learners side by side, so intervals do not overlap
+            budgets = [b * dodge for b, _ in points]
+            means, low, high = (np.array([s[k] for _, s in points]) for k in ("mean", "low", "high"))
+            drawn = ax.errorbar(budgets, means, yerr=[means - low, high - means], marker="o", capsize=3,
+                                label=learner)
+            ax.fill_between(budgets, low, high, alpha=0.15, color=drawn.lines[0].get_color())
         ax.set_xscale("log")
         ax.minorticks_off()
         ax.set_xticks(sorted({b for *_, b in summary}), [str(b) for b in sorted({b for *_, b in summary})])
