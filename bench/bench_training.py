@@ -104,12 +104,12 @@ def bench_ppo(args, console: Console) -> None:
                 "(c) learned reward, rounds over": (after_rounds, rewarded)}
     time_learn(plain, "ppo", 512, args.seed)  # warm up: imports, first allocations
     segments.seen = 0
-    best = dict.fromkeys(variants, float("inf"))
+    wall: dict[str, list[float]] = {name: [] for name in variants}
     cpu: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(args.repeats):
         for name, (make, callback) in variants.items():
-            best[name] = min(best[name], time_learn(make, "ppo", args.ppo_steps, args.seed, callback=callback,
-                                                    cpu=cpu[name]))
+            wall[name].append(time_learn(make, "ppo", args.ppo_steps, args.seed, callback=callback, cpu=cpu[name]))
+    best = {name: min(times) for name, times in wall.items()}
     rate = {name: args.ppo_steps / seconds for name, seconds in best.items()}
     table = Table(title=f"(1) PPO on cartpole-upright: {args.ppo_steps} steps, {args.ppo_envs} envs, "
                   f"{torch.get_num_threads()} torch thread(s), best of {args.repeats}")
@@ -124,6 +124,10 @@ def bench_ppo(args, console: Console) -> None:
     console.print(f"learned-reward path over plain (a/b): {a / b:.3f}x  (target >= 0.95)  "
                   f"[(a) collected {segments.seen // args.repeats:,} segments a run]")
     console.print(f"the same from process CPU time, steadier on a shared machine: {cpu_b / cpu_a:.3f}x")
+    (name_a, name_b, _) = variants
+    pairs = np.array(wall[name_b]) / np.array(wall[name_a])  # each repeat's (a) against the (b) run beside it
+    console.print(f"a/b of each repeat's side-by-side pair: median {np.median(pairs):.3f}x, "
+                  f"range {pairs.min():.3f}x to {pairs.max():.3f}x (the spread is the machine's noise)")
     console.print(f"after the last feedback round, no segments (c/b): {c / b:.3f}x, from CPU time {cpu_b / cpu_c:.3f}x")
     # The default schedule buys its rounds over the first half of the steps: (a) then (c).
     whole = 2 / (1 / a + 1 / c)
