@@ -5,9 +5,9 @@
     cutting the stream into segments; LearnedRewardCallback rewarding each rollout in one
     RewardEnsemble.predict) against the plain wrapper (no reward model, no segments), same PPO
     settings and seed. Target: the learned-reward path at least 0.95x as fast
-    (also given from process CPU time, which other load on the machine disturbs less).
-    Feedback rounds (buying labels, refitting the ensemble) are left out: they are scheduled work,
-    not a per-step cost. Each variant is timed --repeats times, alternating; the best counts.
+    (also given from process CPU time). Feedback rounds (buying labels, refitting the ensemble) are
+    left out: they are scheduled work, not a per-step cost. The three agents train in turns of
+    --ppo-chunk steps, so the machine's slow spells fall on all of them alike.
 (2) SAC on humanoid-kneel scored by a CLIP judge on a tiny random open_clip model (frames rendered
     at every step, each rollout relabelled in one batch by ScoreRelabelCallback), against
     (b) rendering alone: a random-policy rollout of the same number of frames, and (c) SAC on the
@@ -104,30 +104,40 @@ def bench_ppo(args, console: Console) -> None:
                 "(c) learned reward, rounds over": (after_rounds, rewarded)}
     time_learn(plain, "ppo", 512, args.seed)  # warm up: imports, first allocations
     segments.seen = 0
+    # One agent per variant, trained in turns of --ppo-chunk steps, so that a slow spell of the
+    # machine falls on all three alike rather than on whichever variant was running.
+    models = {name: make_algorithm("ppo", make(), seed=args.seed, kwargs={}, tensorboard_log=None, device="cpu")
+              for name, (make, _) in variants.items()}
     wall: dict[str, list[float]] = {name: [] for name in variants}
     cpu: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(args.repeats):
-        for name, (make, callback) in variants.items():
-            wall[name].append(time_learn(make, "ppo", args.ppo_steps, args.seed, callback=callback, cpu=cpu[name]))
-    best = {name: min(times) for name, times in wall.items()}
-    rate = {name: args.ppo_steps / seconds for name, seconds in best.items()}
-    table = Table(title=f"(1) PPO on cartpole-upright: {args.ppo_steps} steps, {args.ppo_envs} envs, "
-                  f"{torch.get_num_threads()} torch thread(s), best of {args.repeats}")
+    for turn in range(-(-args.ppo_steps // args.ppo_chunk)):
+        for name, (_, callback) in variants.items():
+            began, began_cpu = time.perf_counter(), time.process_time()
+            models[name].learn(args.ppo_chunk, callback=callback() if callback else None, reset_num_timesteps=turn == 0)
+            wall[name].append(time.perf_counter() - began)
+            cpu[name].append(time.process_time() - began_cpu)
+    steps = {name: model.num_timesteps for name, model in models.items()}
+    for model in models.values():
+        model.get_env().close()
+    total = {name: sum(times) for name, times in wall.items()}
+    rate = {name: steps[name] / seconds for name, seconds in total.items()}
+    table = Table(title=f"(1) PPO on cartpole-upright: {steps[next(iter(steps))]:,} steps per variant in turns of "
+                  f"{args.ppo_chunk:,}, {args.ppo_envs} envs, {torch.get_num_threads()} torch thread(s)")
     for column, justify in (("variant", "left"), ("seconds", "right"), ("env steps/s", "right"),
-                            ("CPU seconds (best)", "right")):
+                            ("CPU seconds", "right")):
         table.add_column(column, justify=justify)
-    for name, seconds in best.items():
-        table.add_row(name, f"{seconds:.2f}", f"{rate[name]:,.0f}", f"{min(cpu[name]):.2f}")
+    for name, seconds in total.items():
+        table.add_row(name, f"{seconds:.2f}", f"{rate[name]:,.0f}", f"{sum(cpu[name]):.2f}")
     console.print(table)
     a, b, c = rate.values()
-    cpu_a, cpu_b, cpu_c = (min(times) for times in cpu.values())
+    cpu_a, cpu_b, cpu_c = (sum(times) for times in cpu.values())
     console.print(f"learned-reward path over plain (a/b): {a / b:.3f}x  (target >= 0.95)  "
-                  f"[(a) collected {segments.seen // args.repeats:,} segments a run]")
-    console.print(f"the same from process CPU time, steadier on a shared machine: {cpu_b / cpu_a:.3f}x")
-    (name_a, name_b, _) = variants
-    pairs = np.array(wall[name_b]) / np.array(wall[name_a])  # each repeat's (a) against the (b) run beside it
-    console.print(f"a/b of each repeat's side-by-side pair: median {np.median(pairs):.3f}x, "
-                  f"range {pairs.min():.3f}x to {pairs.max():.3f}x (the spread is the machine's noise)")
+                  f"[(a) collected {segments.seen:,} segments]")
+    console.print(f"the same from process CPU time: {cpu_b / cpu_a:.3f}x")
+    name_a, name_b, _ = variants
+    turns = np.array(wall[name_b]) / np.array(wall[name_a])
+    console.print(f"a/b turn by turn: median {np.median(turns):.3f}x, middle half {np.quantile(turns, 0.25):.3f}x "
+                  f"to {np.quantile(turns, 0.75):.3f}x (the spread is the machine's noise)")
     console.print(f"after the last feedback round, no segments (c/b): {c / b:.3f}x, from CPU time {cpu_b / cpu_c:.3f}x")
     # The default schedule buys its rounds over the first half of the steps: (a) then (c).
     whole = 2 / (1 / a + 1 / c)
@@ -184,12 +194,12 @@ def bench_sac(args, console: Console) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--ppo-steps", type=int, default=16384, help="PPO env steps per timed run")
+    parser.add_argument("--ppo-steps", type=int, default=49152, help="PPO env steps per variant")
+    parser.add_argument("--ppo-chunk", type=int, default=2048, help="PPO env steps per turn of a variant")
     parser.add_argument("--sac-steps", type=int, default=400, help="SAC env steps (all rendered in (a))")
     parser.add_argument("--ppo-envs", type=int, default=8, help="PPO envs (the run default)")
     parser.add_argument("--sac-envs", type=int, default=4, help="SAC envs (rendered in-process, one at a time)")
     parser.add_argument("--train-freq", type=int, default=25, help="SAC: steps per env between updates")
-    parser.add_argument("--repeats", type=int, default=3, help="timed PPO runs per variant")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (runs use 1 by default)")
     parser.add_argument("--only", choices=("ppo", "sac"), default=None)
