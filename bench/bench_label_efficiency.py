@@ -9,10 +9,11 @@ and the PNG give, per task, judge, learner and budget, the mean success rate ove
 asserted.
 
 Learners (FeedbackConfig options; everything else at its default):
-  default  the plain Bradley-Terry learner
-  robust   Bradley-Terry with a 0.2 mistake probability, contradicted pairs dropped
-  fit      Bradley-Terry with a fitted mistake probability
-  swap     each pair asked in both orders; disagreeing answers become ties
+  default       the plain Bradley-Terry learner
+  robust        Bradley-Terry with a 0.2 mistake probability, contradicted pairs dropped
+  fit           Bradley-Terry with a fitted mistake probability
+  swap          each pair asked in both orders; disagreeing answers become ties
+  disagreement  the pairs the ensemble members disagree on most, instead of uniform ones
 
     python bench/bench_label_efficiency.py --quick
     python bench/bench_label_efficiency.py --jobs 2                      # the whole grid
@@ -39,6 +40,7 @@ LEARNERS = {
     "robust": {"mistake_prob": 0.2, "contradicted_weight": 0.0},
     "fit": {"mistake_prob": "fit"},
     "swap": {"position": "swap-tie"},
+    "disagreement": {"sampler": "disagreement"},
 }
 JUDGES = ["oracle", "oracle-mistakes-0.1", "oracle-mistakes-0.2", "oracle-mistakes-0.3", "oracle-first-bias-0.3"]
 BUDGETS = [25, 50, 100, 200, 400]
