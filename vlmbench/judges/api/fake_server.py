@@ -135,7 +135,10 @@ class FakeServer:
 
     def __init__(self, settings: FakeVLM | None = None, *, port: int = 0, **fields):
         self.settings = settings or FakeVLM(**fields)
-        self.rng = random.Random(self.settings.seed)
+        # Two streams: the k-th request's fault depends on k alone, not on how many answer draws
+        # (noise, first-position bias) other threads made before it.
+        self.fault_rng = random.Random(self.settings.seed)
+        self.rng = random.Random(self.settings.seed + 1)
         self.lock = threading.Lock()
         self.log = _Log()
         fake = self
@@ -254,7 +257,7 @@ class FakeServer:
         s = self.settings
         with self.lock:
             self.log.requests.append({"path": handler.path, "headers": dict(handler.headers), "body": body})
-            kind = self.rng.choice(s.failures) if s.failures and self.rng.random() < s.fail_rate else None
+            kind = self.fault_rng.choice(s.failures) if s.failures and self.fault_rng.random() < s.fail_rate else None
         refusal = self._refusal(handler, body)
         if refusal is not None:
             self._count(str(refusal[0]))
