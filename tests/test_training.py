@@ -340,7 +340,6 @@ def test_score_path_resume_keeps_counting_judge_queries(tmp_path, monkeypatch):
     assert result.labels == int(curves(result.folder)[-1]["labels"]) == scored
 
 
-
 def dqn_learned_config(**overrides) -> RunConfig:
     """Oracle preferences for DQN: 64-transition rollouts; four rounds refit the reward model over
     the first half of the steps, so most stored transitions were rewarded by an earlier model."""
@@ -373,6 +372,7 @@ def test_learned_reward_path_resume_relabels_the_loaded_replay_buffer(tmp_path, 
     result = interrupted_then_resumed(config, tmp_path, monkeypatch, LearnedRewardCallback, "_on_rollout_end", 6)
     assert_complete(result, config)
     assert_replay_rewards_are_the_final_models(result.folder, config)
+
 
 # -- the record ---------------------------------------------------------------------------------------
 def test_seeded_runs_write_identical_records(preference_run, tmp_path):

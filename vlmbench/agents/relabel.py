@@ -93,23 +93,23 @@ class LearnedRewardCallback(RolloutRelabelCallback):
             super()._on_rollout_end()
             return
         replay = self.model.replay_buffer
-        steps = np.stack(self._steps)
         if getattr(replay, "reward_inputs", None) is None:  # rows stored before (an older checkpoint) stay as they are
-            replay.reward_inputs = np.zeros((replay.buffer_size, *steps.shape[1:]), np.float32)
+            replay.reward_inputs = np.zeros((replay.buffer_size, *self._steps[0].shape), np.float32)
             replay.reward_inputs_kept = np.zeros(replay.buffer_size, bool)
-        replay.reward_inputs[self._positions] = steps
+        replay.reward_inputs[self._positions] = np.stack(self._steps)
         replay.reward_inputs_kept[self._positions] = True
-        if self.refits() == self._relabelled_for:
-            super()._on_rollout_end()
-            return
-        self._relabelled_for = self.refits()
-        kept = np.flatnonzero(replay.reward_inputs_kept)
-        chunk = max(1, self.RELABEL_ROWS // steps.shape[1])
-        for start in range(0, len(kept), chunk):
-            rows = kept[start:start + chunk]
-            replay.rewards[rows] = self.ensemble.predict(replay.reward_inputs[rows])
+        refits = self.refits()
+        if refits == self._relabelled_for:  # the same model: this rollout's rows only
+            rows = np.asarray(self._positions)
+        else:
+            self._relabelled_for = refits
+            rows = np.flatnonzero(replay.reward_inputs_kept)
+            self.logger.record("reward_model/relabelled_transitions", len(rows) * replay.n_envs)
+        chunk = max(1, self.RELABEL_ROWS // replay.n_envs)
+        for start in range(0, len(rows), chunk):
+            part = rows[start:start + chunk]
+            replay.rewards[part] = self.ensemble.predict(replay.reward_inputs[part])
         self.logger.record("reward_model/mean_reward", float(replay.rewards[self._positions].mean()))
-        self.logger.record("reward_model/relabelled_transitions", len(kept) * steps.shape[1])
 
 
 class ScoreRelabelCallback(RolloutRelabelCallback):
