@@ -27,6 +27,7 @@ import argparse
 import json
 import multiprocessing
 import os
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -72,7 +73,8 @@ def finished(folder: Path, agent: dict) -> bool:
     trained = {"algorithm": header["algorithm"],  # as resolved from 'auto'
                "timesteps": header["config"]["timesteps"], "algo_kwargs": header["config"]["algo_kwargs"]}
     if trained != json.loads(json.dumps(agent)):
-        raise SystemExit(f"{folder}: trained with {trained}, not {agent}; give another --results")
+        print(f"{folder}: trained with {trained}, not {agent}; give another --results", file=sys.stderr)
+        raise SystemExit(2)
     sessions = json.loads(timing.read_text()).get("sessions") or [{}]
     return bool(sessions[-1].get("finished"))
 
