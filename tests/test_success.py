@@ -72,3 +72,18 @@ def test_pushing_left_on_cartpole_balance_never_succeeds(balance):
     assert all(row["steps"] < 20 and row["horizon"] == 500 for row in result.episodes)
     assert all(row["success_fraction"] > 0 for row in result.episodes)
     assert result.success_rate == 0.0
+
+
+def test_mountaincar_succeeds_when_the_car_reaches_the_flag_at_all():
+    """MountainCar-v0's own criterion: the flag reached within the 200 steps, however late; a
+    pumping policy (push the way the car moves) arrives after step 100 in some episodes."""
+    task = resolve_task("mountaincar-flag")
+
+    def pump(observations: np.ndarray) -> np.ndarray:
+        return np.where(observations[:, 1] >= 0, 2, 0)
+
+    result = evaluate(task, pump, episodes=6, seed=0)
+    fractions = [row["success_fraction"] for row in result.episodes]
+    assert result.success_rate == 1.0 and min(fractions) > 0
+    assert min(fractions) < 0.5  # a late arrival, which the default fraction of 0.5 would fail
+    assert summarise(task, [episode("0" * 199 + "1", 200), episode("0" * 200, 200)]).success_rate == 0.5
