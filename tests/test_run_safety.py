@@ -271,6 +271,25 @@ def test_resume_with_more_timesteps_extends_a_finished_run(tmp_path):
     assert result.labels >= first.labels
 
 
+def test_a_resume_never_shortens_a_run(tmp_path):
+    config = _write(tmp_path / "c.yaml", "checkpoint_every: 512\nfeedback: {rounds: 2, epochs: 3}\n")
+
+    def run(*extra):
+        return vlmbench("run", "--task", "cartpole-upright", "--judge", "oracle", "--eval-episodes", "1",
+                        "--label-budget", "20", "--results", str(tmp_path), "--config", str(config), "--name", "long",
+                        *extra)
+
+    assert run("--timesteps", "1024").returncode == 0
+    def files():  # the record, less the lock file (the last PID to hold it)
+        return {p.name: p.read_bytes() for p in (tmp_path / "long").iterdir() if p.is_file() and p.name != ".lock"}
+
+    saved = files()
+    proc = run("--timesteps", "512", "--resume")
+    assert proc.returncode == 2
+    assert "holds a run of timesteps 1,024; a resume may extend it, not shorten it to 512" in one_line_error(proc)
+    assert files() == saved
+
+
 # -- labels follow the run's length ----------------------------------------------------------------------
 def test_a_one_step_run_buys_only_its_first_round(tmp_path, counting_judge):
     result = train(toy_config(timesteps=1), results_dir=tmp_path, name="short")

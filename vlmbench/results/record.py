@@ -160,6 +160,10 @@ class RunRecord:
                                 "or pass --overwrite")
         if not resume:
             raise VlmbenchError(f"{self.folder} already holds this run; pass --resume to continue it or --overwrite")
+        for key in EXTENDABLE:  # a shorter run would leave a header that understates what was trained
+            if header["config"][key] < old["config"][key]:
+                raise VlmbenchError(f"{self.folder} holds a run of {key} {old['config'][key]:,}; a resume may extend "
+                                    f"it, not shorten it to {header['config'][key]:,}: choose another --name")
         self._check_writable()
         if old["config"] != header["config"]:  # an extended setting: the header keeps the new value
             write_json(self.folder / "header.json", {**old, "config": header["config"]})
