@@ -44,6 +44,7 @@ LEARNERS = {
     "disagreement": {"sampler": "disagreement"},
 }
 JUDGES = ["oracle", "oracle-mistakes-0.1", "oracle-mistakes-0.2", "oracle-mistakes-0.3", "oracle-first-bias-0.3"]
+TARGET_JUDGES = {"cartpole-upright": ["oracle-noisy"]}  # read by a target on that task alone
 BUDGETS = [25, 50, 100, 200, 400]
 # The agent per task. cartpole-upright: PPO with the run defaults learns its policy well within 40k
 # steps. mountaincar-flag: DQN with rl-zoo's MountainCar-v0 settings, which reached the flag from the
@@ -86,7 +87,7 @@ def run_cell(cell: dict, results: str, episodes: int, agent: dict) -> dict:
     from vlmbench.agents.run import train
 
     config = RunConfig(task=cell["task"], judge=cell["judge"], seed=cell["seed"], **agent,
-                       eval_episodes=episodes, eval_every=0,
+                       eval_episodes=episodes, eval_every=0, media=False,
                        feedback=FeedbackConfig(label_budget=cell["budget"], **LEARNERS[cell["learner"]]))
     began = time.perf_counter()
     result = train(config, results_dir=Path(results), name=cell_name(**cell), resume=True)
@@ -189,7 +190,8 @@ def targets(summary: dict, console: Console) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", nargs="+", default=list(AGENTS))
-    parser.add_argument("--judges", nargs="+", default=[*JUDGES, "oracle-noisy"])
+    parser.add_argument("--judges", nargs="+", help="default: the noise levels on every task, and oracle-noisy on "
+                        "cartpole-upright (a target reads it there)")
     parser.add_argument("--learners", nargs="+", default=["default", "robust"], choices=list(LEARNERS))
     parser.add_argument("--budgets", type=int, nargs="+", default=BUDGETS)
     parser.add_argument("--seeds", type=int, default=5, help="seeds 0 .. N-1 per cell")
@@ -213,7 +215,8 @@ def main() -> None:
     console = Console(width=160)
     # seeds outermost: a grid stopped early has every (task, judge, learner, budget) on its first seeds
     cells = [{"task": t, "judge": j, "learner": lrn, "budget": b, "seed": s} for s in range(args.seeds)
-             for t in args.tasks for j in args.judges for lrn in args.learners for b in args.budgets]
+             for t in args.tasks for j in (args.judges or [*JUDGES, *TARGET_JUDGES.get(t, [])])
+             for lrn in args.learners for b in args.budgets]
     done = [c for c in cells if finished(results / cell_name(**c), agents[c["task"]])]
     todo = [] if args.report_only else [c for c in cells if c not in done]
     console.print(f"{len(cells)} cells ({len(done)} finished, skipped), {len(todo)} to train in {args.jobs} process(es); "

@@ -257,6 +257,17 @@ def test_timing_adds_up_sessions_and_evaluations_fall_where_an_uninterrupted_run
     assert all(s["wall_seconds"] > 0 for s in timing["sessions"])
 
 
+def test_a_run_without_media_renders_nothing_and_counts_as_finished(tmp_path):
+    config = small_config(timesteps=512, media=False)
+    first = train(config, results_dir=tmp_path, name="plain")
+    assert (first.folder / "curves.png").is_file() and (first.folder / "summary.json").is_file()
+    assert not (first.folder / "episode.gif").exists() and not (first.folder / "episode.png").exists()
+    timing = (first.folder / "timing.json").read_bytes()
+    again = train(config, results_dir=tmp_path, name="plain", resume=True)
+    assert (again.folder / "timing.json").read_bytes() == timing  # finished: no new session, nothing rendered
+    assert not (again.folder / "episode.gif").exists() and again.evaluation == first.evaluation
+
+
 def test_resume_with_more_timesteps_extends_a_finished_run(tmp_path):
     config = small_config(timesteps=1024)
     first = train(config, results_dir=tmp_path, name="extend")

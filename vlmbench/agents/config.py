@@ -97,5 +97,7 @@ class RunConfig(BaseModel):
         default=20_000, ge=0, description="timesteps between checkpoint evaluations (0: at the end only)"
     )
     checkpoint_every: int = Field(default=10_000, ge=1, description="timesteps between checkpoints")
+    media: bool = Field(default=True, description="a finished run renders one evaluation episode into episode.gif "
+                        "and its contact sheet episode.png (seconds per run; grids of many runs may skip them)")
     device: str = "auto"
     torch_threads: int = Field(default=1, ge=1, description="CPU threads for torch (small MLPs run best on one)")

@@ -362,7 +362,7 @@ class Run:
         stages = self.stages()
         trained = all(self._stage_done(name, steps) for name, _, steps in stages)
         if trained and (self.record.folder / "eval.json").exists():
-            if all((self.record.folder / name).exists() for name in FINISHING_FILES):
+            if all((self.record.folder / name).exists() for name in self.finishing_files()):
                 return self.finished_result()  # resuming a finished run leaves its record as it was
             self.record.begin_session(self.header["session"])
             name, algorithm, _ = stages[-1]
@@ -412,18 +412,21 @@ class Run:
         self._finish_media(model)
         return result
 
+    def finishing_files(self) -> tuple[str, ...]:
+        """The files a finished run holds besides eval.json."""
+        return ("curves.png", "timing.json") + (("episode.gif", "episode.png") if self.config.media else ())
+
     def _finish_media(self, model: BaseAlgorithm) -> None:
-        """The files a finished run shows besides eval.json: an episode's GIF and contact sheet, curves.png."""
+        """The files a finished run shows besides eval.json: curves.png, and an episode's GIF and contact sheet."""
         from vlmbench.envs.rollout import rollout
 
-        seed = self.config.seed + EVAL_SEED_OFFSET
-        shown = rollout(self.task, episodes=1, seed=seed, policy=self.policy_of(model), render=True, keep_states=False)
-        save_episode_media(self.task, shown[0], summarise(self.task, shown), self.record.folder)
+        if self.config.media:
+            seed = self.config.seed + EVAL_SEED_OFFSET
+            shown = rollout(self.task, episodes=1, seed=seed, policy=self.policy_of(model), render=True,
+                            keep_states=False)
+            save_episode_media(self.task, shown[0], summarise(self.task, shown), self.record.folder)
         learning_curves(self.record.folder / "curves.csv", self.record.folder / "curves.png",
                         f"{self.task.id} with {self.config.judge} ({self.mode}, {self.algorithm}, seed {self.config.seed})")
-
-
-FINISHING_FILES = ("episode.gif", "episode.png", "curves.png", "timing.json")
 
 
 def save_episode_media(task: TaskSpec, episode, summary: EvalResult, folder: Path) -> None:

@@ -100,4 +100,4 @@ def run(
     table.add_row(*row)
     console.print(table)
     console.print(f"record: {result.folder} (header.json, queries.jsonl, curves.csv, curves.png, eval.json, "
-                  "episode.gif, episode.png, timing.json)")
+                  f"{'episode.gif, episode.png, ' if config.media else ''}timing.json)")

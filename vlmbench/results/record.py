@@ -6,6 +6,7 @@
     <run>/curves.csv        timesteps, labels, reward-model fit, success at each checkpoint
     <run>/eval.json         the final evaluation, per episode
     <run>/curves.png        curves.csv plotted; episode.gif and episode.png show one evaluation episode
+                            (unless the config sets media: false)
     <run>/timing.json       wall-clock times of every session (kept apart so seeded runs compare byte for byte)
     <run>/summary.json      written last, when the run is finished: task, judge, seed, success rate with its
                             interval, answers bought and their cost (what the results index reads)
