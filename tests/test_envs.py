@@ -47,6 +47,30 @@ def test_rollout_same_with_two_workers(policy):
         assert a.frames[0].shape == (spec.render.height, spec.render.width, 3)
 
 
+@pytest.mark.parametrize("task_id", ["cartpole-upright", "cartpole-balance"])  # balance episodes end when the pole falls
+def test_unrendered_episodes_run_side_by_side_as_they_run_alone(task_id):
+    spec = resolve_task(task_id)
+    calls = []
+
+    def policy(obs):  # a shaky balancer: its actions hang on every digit of the observation
+        calls.append(len(obs))
+        return (obs[:, 2] + 0.5 * obs[:, 3] + 0.3 * np.sin(1000 * obs[:, 0]) > 0).astype(np.int64)
+
+    together = rollout(spec, episodes=5, seed=11, policy=policy, render=False)
+    assert max(calls) == 5  # one policy call per step for the five episodes
+    calls.clear()
+    alone = [rollout(spec, episodes=1, seed=11 + i, policy=policy, render=False)[0] for i in range(5)]
+    assert set(calls) == {1}
+    assert [len(ep) for ep in together] == [len(ep) for ep in alone]
+    if task_id == "cartpole-balance":  # episodes that end at different steps
+        assert len({len(ep) for ep in alone}) >= 3, [len(ep) for ep in alone]
+    for a, b in zip(together, alone):
+        assert a.seed == b.seed
+        assert [act.tolist() for act in a.actions] == [act.tolist() for act in b.actions]
+        assert a.features == b.features and a.progress == b.progress and a.env_rewards == b.env_rewards
+        assert [x.to_dict() for x in a.states] == [y.to_dict() for y in b.states]
+
+
 def test_rollout_mujoco_with_two_workers_finishes():
     """Run in a child process (its own session) so that a deadlock costs a timeout, not the test run."""
     script = textwrap.dedent("""

@@ -1,7 +1,9 @@
 """Roll out a policy on a task across worker processes, collecting frames, features and states.
 
 Rendering, not physics, is the slow part, so with ``workers > 1`` each worker process owns one
-environment (and its own GL context) and renders its frames in parallel with the others.
+environment (and its own GL context) and renders its frames in parallel with the others. Without
+rendering, one process steps up to LOCKSTEP episodes side by side, so a policy network is asked
+once per step for all of them.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from vlmbench.judges.base import Frame
 from vlmbench.specs.task import TaskSpec
 
 Policy = Callable[[np.ndarray], np.ndarray]  # batched observations -> batched actions
+LOCKSTEP = 32  # episodes stepped side by side in one process when nothing is rendered
 
 
 @dataclass
@@ -71,10 +74,12 @@ def rollout(
     steps: int | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> list[Episode]:
-    """Run ``episodes`` episodes (``workers`` at a time) with ``policy`` (uniform random if None).
+    """Run ``episodes`` episodes (``workers`` processes at a time, or up to LOCKSTEP in this process
+    when nothing is rendered) with ``policy`` (uniform random if None).
 
-    Episode i is reset with seed ``seed + i``; ``steps`` caps the episode length. ``progress`` is
-    called with the number of environment steps just taken.
+    Episode i is reset with seed ``seed + i``, so it is the same however many run side by side;
+    ``steps`` caps the episode length. ``progress`` is called with the number of environment steps
+    just taken.
     """
     length = min(steps or task.env.episode_length, task.env.episode_length)
     workers = max(1, min(workers, episodes))
@@ -82,17 +87,18 @@ def rollout(
     # Spawned, not forked: AsyncVectorEnv first builds a dummy env here (a GL context for MuJoCo
     # scenes), and workers forked after that deadlock when they start their own.
     envs = (gym.vector.AsyncVectorEnv([make] * workers, context="spawn") if workers > 1
-            else gym.vector.SyncVectorEnv([make]))
+            else gym.vector.SyncVectorEnv([make] * (1 if render else min(episodes, LOCKSTEP))))
+    width = envs.num_envs
     out: list[Episode] = []
     try:
-        for start in range(0, episodes, workers):
-            n = min(workers, episodes - start)
+        for start in range(0, episodes, width):
+            n = min(width, episodes - start)
             batch = [Episode(seed=seed + start + i, horizon=length) for i in range(n)]
-            obs, _ = envs.reset(seed=[seed + start + i for i in range(workers)])
-            done = np.zeros(workers, dtype=bool)
-            done[n:] = True  # surplus workers in the last batch run but are not recorded
-            # Random actions from one generator per episode, so they do not depend on ``workers``.
-            spaces = [deepcopy(envs.single_action_space) for _ in range(workers)]
+            obs, _ = envs.reset(seed=[seed + start + i for i in range(width)])
+            done = np.zeros(width, dtype=bool)
+            done[n:] = True  # surplus envs in the last batch run but are not recorded
+            # Random actions from one generator per episode, so they do not depend on ``width``.
+            spaces = [deepcopy(envs.single_action_space) for _ in range(width)]
             for i, space in enumerate(spaces):
                 space.seed(int(np.random.default_rng([seed, start + i]).integers(2**31 - 1)))
             for _ in range(length):
