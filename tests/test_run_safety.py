@@ -20,11 +20,13 @@ from test_training import TOY_FEEDBACK, curves, queries, toy_config
 
 import vlmbench.agents.feedback as feedback_module
 from vlmbench.agents.checkpoints import load_replay_buffer, save_replay_buffer
+from vlmbench.agents.config import RunConfig
 from vlmbench.agents.feedback import FeedbackLoop
 from vlmbench.agents.run import train
 from vlmbench.errors import VlmbenchError
 from vlmbench.files import FolderLock
 from vlmbench.judges.oracle import OracleJudge, OracleParams
+from vlmbench.results.record import config_digest
 
 # 40 labels in 2 rounds of 20 (two chunks each: 16 + 4), over 2048 steps with a checkpoint every 512.
 SMALL = TOY_FEEDBACK.model_copy(update={"label_budget": 40, "rounds": 2, "initial_fraction": 0.5, "epochs": 5})
@@ -266,6 +268,17 @@ def test_a_run_without_media_renders_nothing_and_counts_as_finished(tmp_path):
     again = train(config, results_dir=tmp_path, name="plain", resume=True)
     assert (again.folder / "timing.json").read_bytes() == timing  # finished: no new session, nothing rendered
     assert not (again.folder / "episode.gif").exists() and again.evaluation == first.evaluation
+    shown = train(config.model_copy(update={"media": True}), results_dir=tmp_path, name="plain", resume=True)
+    assert (shown.folder / "episode.gif").is_file() and (shown.folder / "episode.png").is_file()  # the same run
+    assert json.loads((shown.folder / "header.json").read_text())["config"]["media"] is True
+    assert shown.evaluation == first.evaluation
+
+
+def test_records_made_before_the_media_setting_keep_their_identity():
+    config = RunConfig(task="cartpole-upright", judge="oracle").model_dump(mode="json")
+    before = {k: v for k, v in config.items() if k != "media"}
+    assert config_digest(before) == config_digest(config) == config_digest({**config, "media": False})
+    assert config_digest({**config, "seed": 1}) != config_digest(config)
 
 
 def test_resume_with_more_timesteps_extends_a_finished_run(tmp_path):

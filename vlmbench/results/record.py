@@ -48,6 +48,9 @@ CURVE_FIELDS = ("timesteps", "stage", "labels", "abstained", "judge_cost_usd", "
                 "reward_model_accuracy", "success_rate", "mean_progress", "mean_env_return", "checkpoint_mb")
 # Settings a resumed run may change: more timesteps extend a run rather than make another one.
 EXTENDABLE = ("timesteps",)
+# Settings of what a finished run shows, not of what it trains or measures: outside a run's identity,
+# so a record made before such a setting existed, or with it changed, is still the same run.
+PRESENTATION = ("media",)
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=-]{0,199}$")
 
 
@@ -88,8 +91,9 @@ def session_info() -> dict:
 
 
 def config_digest(config: dict) -> str:
-    """Identifies a run's config, leaving out the settings a resume may extend."""
-    kept = {k: v for k, v in config.items() if k not in EXTENDABLE}
+    """Identifies a run's config, leaving out the settings a resume may extend or that only change
+    what it shows."""
+    kept = {k: v for k, v in config.items() if k not in EXTENDABLE + PRESENTATION}
     return hashlib.sha1(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -166,7 +170,7 @@ class RunRecord:
                 raise VlmbenchError(f"{self.folder} holds a run of {key} {old['config'][key]:,}; a resume may extend "
                                     f"it, not shorten it to {header['config'][key]:,}: choose another --name")
         self._check_writable()
-        if old["config"] != header["config"]:  # an extended setting: the header keeps the new value
+        if old["config"] != header["config"]:  # an extended or presentation setting: the header keeps the new value
             write_json(self.folder / "header.json", {**old, "config": header["config"]})
         _, note = read_jsonl(self.folder / "queries.jsonl", repair=True)
         if note:
