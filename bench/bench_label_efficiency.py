@@ -3,10 +3,10 @@
 Each cell (task, judge, learner, budget, seed) is one `vlmbench run` without its rendered episode
 (the package's train() with media off, named <task>--<judge>--<learner>--b<budget>--seed<N> under
 --results), so a rerun skips every cell whose run record is finished and resumes an interrupted
-one. Cells run in --jobs processes, each with one thread. A seed succeeds when its final evaluation's success rate is at least --success; the table
-and the PNG give, per task, judge, learner and budget, the mean success rate over seeds with a
-95% percentile-bootstrap interval, and the seeds that succeeded. The targets are printed, never
-asserted.
+one. Cells run in --jobs processes, each with one thread. A seed succeeds when its final
+evaluation's success rate is at least --success; the table and the PNG give, per task, judge,
+learner and budget, the mean success rate over seeds with a 95% percentile-bootstrap interval, and
+the seeds that succeeded. The targets are printed, never asserted.
 
 Learners (FeedbackConfig options; everything else at its default):
   default       the plain Bradley-Terry learner
