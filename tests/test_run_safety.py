@@ -304,6 +304,7 @@ def test_a_resume_never_shortens_a_run(tmp_path):
                         *extra)
 
     assert run("--timesteps", "1024").returncode == 0
+
     def files():  # the record, less the lock file (the last PID to hold it)
         return {p.name: p.read_bytes() for p in (tmp_path / "long").iterdir() if p.is_file() and p.name != ".lock"}
 
