@@ -362,7 +362,7 @@ class Run:
         stages = self.stages()
         trained = all(self._stage_done(name, steps) for name, _, steps in stages)
         if trained and (self.record.folder / "eval.json").exists():
-            if all((self.record.folder / name).exists() for name in self.finishing_files()):
+            if all((self.record.folder / name).exists() for name in finishing_files(self.config)):
                 return self.finished_result()  # resuming a finished run leaves its record as it was
             self.record.begin_session(self.header["session"])
             name, algorithm, _ = stages[-1]
@@ -412,10 +412,6 @@ class Run:
         self._finish_media(model)
         return result
 
-    def finishing_files(self) -> tuple[str, ...]:
-        """The files a finished run holds besides eval.json."""
-        return ("curves.png", "timing.json") + (("episode.gif", "episode.png") if self.config.media else ())
-
     def _finish_media(self, model: BaseAlgorithm) -> None:
         """The files a finished run shows besides eval.json: curves.png, and an episode's GIF and contact sheet."""
         from vlmbench.envs.rollout import rollout
@@ -427,6 +423,11 @@ class Run:
             save_episode_media(self.task, shown[0], summarise(self.task, shown), self.record.folder)
         learning_curves(self.record.folder / "curves.csv", self.record.folder / "curves.png",
                         f"{self.task.id} with {self.config.judge} ({self.mode}, {self.algorithm}, seed {self.config.seed})")
+
+
+def finishing_files(config: RunConfig) -> tuple[str, ...]:
+    """The files a run writes once it is trained and evaluated (after eval.json)."""
+    return ("curves.png", "timing.json") + (("episode.gif", "episode.png") if config.media else ())
 
 
 def save_episode_media(task: TaskSpec, episode, summary: EvalResult, folder: Path) -> None:

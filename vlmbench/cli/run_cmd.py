@@ -68,7 +68,7 @@ def run(
     print_config: bool = typer.Option(False, "--print-config", help="print the full run config as YAML and stop"),
 ) -> None:
     """Train an agent on judge rewards, then measure its success rate with the task's detector."""
-    from vlmbench.agents.run import train
+    from vlmbench.agents.run import finishing_files, train
 
     config, file_name = _config(config_file, {
         "task": task, "judge": judge, "algorithm": algorithm, "timesteps": timesteps, "seed": seed,
@@ -99,5 +99,5 @@ def run(
         table.add_column(column)
     table.add_row(*row)
     console.print(table)
-    console.print(f"record: {result.folder} (header.json, queries.jsonl, curves.csv, curves.png, eval.json, "
-                  f"{'episode.gif, episode.png, ' if config.media else ''}timing.json)")
+    files = ("header.json", "queries.jsonl", "curves.csv", "eval.json", *finishing_files(config))
+    console.print(f"record: {result.folder} ({', '.join(files)})")
