@@ -23,6 +23,7 @@ from stable_baselines3 import PPO
 
 from vlmbench.envs import rollout as rollout_module
 from vlmbench.envs.task_env import make_env
+from vlmbench.errors import VlmbenchError
 from vlmbench.metrics.success import evaluate
 from vlmbench.specs.catalogue import resolve_task
 
@@ -33,13 +34,18 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=20, help="evaluation episodes (the label-efficiency cells' 20)")
     parser.add_argument("--turns", type=int, default=3)
     args = parser.parse_args()
+    if min(args.episodes, args.turns) < 1:
+        parser.error("--episodes and --turns must be at least 1")
+    try:
+        tasks = [resolve_task(name) for name in args.tasks]
+    except VlmbenchError as exc:
+        parser.error(str(exc))
     torch.set_num_threads(1)
     table = Table(title=f"{args.episodes}-episode evaluation, median of {args.turns} turns")
     for column in ("task", "one at a time (s)", "side by side (s)", "speed-up", "same episodes"):
         table.add_column(column)
     side_by_side = rollout_module.LOCKSTEP
-    for task_id in args.tasks:
-        task = resolve_task(task_id)
+    for task in tasks:
         model = PPO("MlpPolicy", make_env(task, render=False), seed=0, device="cpu")
 
         def policy(obs, model=model):
@@ -56,7 +62,7 @@ def main() -> None:
         rollout_module.LOCKSTEP = side_by_side
         alone, together = (float(np.median(times[w])) for w in (1, side_by_side))
         same = results[1].episodes == results[side_by_side].episodes
-        table.add_row(task_id, f"{alone:.2f}", f"{together:.2f}", f"{alone / together:.1f}x", "yes" if same else "NO")
+        table.add_row(task.id, f"{alone:.2f}", f"{together:.2f}", f"{alone / together:.1f}x", "yes" if same else "NO")
     Console(width=120).print(table)
 
 

@@ -205,6 +205,18 @@ def main() -> None:
                         help="a CI-sized check: cartpole-upright, oracle and 30%% mistakes, budgets 25 and 50, "
                         "2 seeds, 4,096 timesteps, 4 evaluation episodes")
     args = parser.parse_args()
+    from vlmbench.errors import VlmbenchError
+    from vlmbench.specs.catalogue import resolve_judge, resolve_task
+
+    if min(*args.budgets, args.seeds, args.episodes, args.jobs, args.timesteps or 1) < 1:
+        parser.error("--budgets, --seeds, --episodes, --jobs and --timesteps must be at least 1")
+    try:  # a misspelt name stops here, not in a worker process
+        for name in args.tasks:
+            resolve_task(name)
+        for name in args.judges or []:
+            resolve_judge(name)
+    except VlmbenchError as exc:
+        parser.error(str(exc))
     if args.quick:
         args.tasks, args.judges, args.budgets, args.seeds = ["cartpole-upright"], ["oracle", "oracle-mistakes-0.3"], [25, 50], 2
         args.timesteps, args.episodes = args.timesteps or 4096, 4
