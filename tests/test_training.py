@@ -574,6 +574,22 @@ def test_auto_algorithm_follows_the_action_space_and_mismatches_are_refused():
         resolve_algorithm("dqn", continuous)
 
 
+def test_an_agent_without_a_tensorboard_folder_writes_nothing(tmp_path, monkeypatch):
+    """SB3's default logger would make an empty folder in the temp dir on every learn()."""
+    import tempfile
+
+    from stable_baselines3.common.env_util import make_vec_env
+
+    from vlmbench.agents.algorithms import make_algorithm
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    model = make_algorithm("ppo", make_vec_env("CartPole-v1", n_envs=1), seed=0, kwargs={"n_steps": 64},
+                           tensorboard_log=None, device="cpu")
+    model.learn(128)
+    model.learn(64, reset_num_timesteps=False)
+    assert model.num_timesteps == 192 and list(tmp_path.glob("SB3-*")) == []
+
+
 def test_disagreement_sampling_longer_segments_with_actions_then_a_final_ppo_stage(tmp_path):
     feedback = TOY_FEEDBACK.model_copy(update=dict(
         sampler="disagreement", segment_length=3, inputs="observation+action", label_budget=30, rounds=3, epochs=10))

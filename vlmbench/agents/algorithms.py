@@ -5,6 +5,7 @@ from __future__ import annotations
 import gymnasium as gym
 from stable_baselines3 import DQN, PPO, SAC
 from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.vec_env import VecEnv
 
 from vlmbench.errors import VlmbenchError
@@ -44,9 +45,12 @@ def make_algorithm(
     if name == "ppo":  # one rollout must fill at least one minibatch
         settings["batch_size"] = min(int(settings["batch_size"]), int(settings["n_steps"]) * env.num_envs)
     try:
-        return cls("MlpPolicy", env, seed=seed, verbose=0, tensorboard_log=tensorboard_log, device=device, **settings)
+        model = cls("MlpPolicy", env, seed=seed, verbose=0, tensorboard_log=tensorboard_log, device=device, **settings)
     except (TypeError, ValueError, AssertionError) as exc:  # SB3 checks its settings with asserts too
         raise VlmbenchError(f"algo_kwargs: {name} rejects these settings: {exc}") from None
+    if tensorboard_log is None:  # log nowhere: SB3's default logger leaves an empty folder in the temp dir per learn()
+        model.set_logger(Logger(folder=None, output_formats=[]))
+    return model
 
 
 def load_algorithm(name: str, path: str, env: VecEnv, device: str) -> BaseAlgorithm:
