@@ -3,7 +3,8 @@
 Each cell (task, judge, learner, budget, seed) is one `vlmbench run` without its rendered episode
 (the package's train() with media off, named <task>--<judge>--<learner>--b<budget>--seed<N> under
 --results), so a rerun skips every cell whose run record is finished and resumes an interrupted
-one. Cells run in --jobs processes, each with one thread. A seed succeeds when its final
+one. Cells run in --jobs processes, each with one thread; Ctrl-C stops them all at once, and the
+next run resumes the cells it cut short. A seed succeeds when its final
 evaluation's success rate is at least --success; the table and the PNG give, per task, judge,
 learner and budget, the mean success rate over seeds with a 95% percentile-bootstrap interval, and
 the seeds that succeeded. The targets are printed, never asserted.
@@ -27,9 +28,9 @@ import argparse
 import json
 import multiprocessing
 import os
+import signal
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
@@ -80,8 +81,14 @@ def finished(folder: Path, agent: dict) -> bool:
     return bool(sessions[-1].get("finished"))
 
 
-def run_cell(cell: dict, results: str, episodes: int, agent: dict) -> dict:
-    """Train one cell (or resume it); its success rate and wall time."""
+def ignore_interrupts() -> None:
+    """A worker leaves Ctrl-C to the parent, which stops every worker at once."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def run_cell(job: tuple[dict, str, int, dict]) -> dict:
+    """Train one cell (or resume it), given (cell, results folder, episodes, agent); its success rate and wall time."""
+    cell, results, episodes, agent = job
     os.environ["OMP_NUM_THREADS"] = "1"
     from vlmbench.agents.config import FeedbackConfig, RunConfig
     from vlmbench.agents.run import train
@@ -238,16 +245,22 @@ def main() -> None:
     began = time.perf_counter()
     spent = []
     os.environ["OMP_NUM_THREADS"] = "1"
-    with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(run_cell, c, str(results), args.episodes, agents[c["task"]]) for c in todo]
-        for future in as_completed(futures):
-            row = future.result()
-            rows.append(row)
-            spent.append(row["seconds"])
-            left = (time.perf_counter() - began) / len(spent) * (len(todo) - len(spent))
-            console.print(f"{cell_name(**{k: row[k] for k in ('task', 'judge', 'learner', 'budget', 'seed')})}: "
-                          f"success {row['success_rate']:.0%}, {row['labels']} labels, {row['seconds']:.0f} s "
-                          f"({len(spent)}/{len(todo)}, about {left / 60:.0f} min left)")
+    jobs = [(c, str(results), args.episodes, agents[c["task"]]) for c in todo]
+    if todo:
+        with multiprocessing.get_context("spawn").Pool(args.jobs, initializer=ignore_interrupts) as pool:
+            try:
+                for row in pool.imap_unordered(run_cell, jobs):
+                    rows.append(row)
+                    spent.append(row["seconds"])
+                    left = (time.perf_counter() - began) / len(spent) * (len(todo) - len(spent))
+                    name = cell_name(**{k: row[k] for k in ("task", "judge", "learner", "budget", "seed")})
+                    console.print(f"{name}: success {row['success_rate']:.0%}, {row['labels']} labels, "
+                                  f"{row['seconds']:.0f} s ({len(spent)}/{len(todo)}, about {left / 60:.0f} min left)")
+            except KeyboardInterrupt:
+                signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the stopping short
+                pool.terminate()  # a run record survives its process being killed; the next run resumes it
+                console.print(f"interrupted after {len(spent)} of {len(todo)} cells; run the same command to go on")
+                raise SystemExit(130) from None
     if spent:
         console.print(f"trained {len(spent)} cells in {time.perf_counter() - began:.0f} s wall time "
                       f"({np.mean(spent):.0f} s per cell, {args.jobs} process(es))")
