@@ -52,6 +52,38 @@ def test_tasks_show_output_is_the_spec(capsys):
     assert TaskSpec.model_validate(yaml.safe_load(capsys.readouterr().out)) == resolve_task("cartpole-upright")
 
 
+@pytest.mark.parametrize("name", catalogue.judges().names())
+def test_judges_show_output_is_the_judge(name, capsys):
+    """`vlmbench judges show NAME > mine.yaml` starts a user judge: params under their file names (an
+    alias such as CLIP's model_config), each after a comment giving its meaning."""
+    from vlmbench.judges.registry import load_judge_class
+    from vlmbench.specs.judge_config import JudgeConfig
+
+    assert main(["judges", "show", name]) == 0
+    out = capsys.readouterr().out
+    shown, original = JudgeConfig.model_validate(yaml.safe_load(out)), catalogue.resolve_judge(name)
+    params = load_judge_class(original.type).Params
+    assert shown.model_dump(exclude={"params"}) == original.model_dump(exclude={"params"})
+    assert params.model_validate(shown.params) == params.model_validate(original.params)
+    if name == "clip-vit-bigG":
+        assert "  model_config: null" in out and "  # goal-baseline regularisation strength" in out
+
+
+def test_piped_output_keeps_long_lines_whole(tmp_path):
+    """Out of a terminal, rich would wrap at 80 columns: a saved judge would not parse, a path would break."""
+    from tests.console import vlmbench
+
+    shown = vlmbench("judges", "show", "clip-vit-bigG", env={"COLUMNS": "80"})
+    assert shown.returncode == 0, shown.stderr
+    assert max(map(len, shown.stdout.splitlines())) > 80  # the description's folded lines
+    saved = tmp_path / ("a-folder-with-a-long-name-" * 4) / "bigG.yaml"
+    saved.parent.mkdir()
+    saved.write_text(shown.stdout)
+    checked = vlmbench("judges", "validate", str(saved), env={"COLUMNS": "80"})
+    assert checked.returncode == 0, checked.stderr
+    assert f"ok {saved}" in checked.stdout.splitlines()
+
+
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory):
     out = tmp_path_factory.mktemp("render")

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from console import one_line_error, vlmbench
-from vlmbench.cli.tasks_cmd import readable_yaml
+from vlmbench.cli.output import readable_yaml
 from vlmbench.errors import VlmbenchError
 from vlmbench.specs import catalogue
 from vlmbench.specs.catalogue import resolve_task

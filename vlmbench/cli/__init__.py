@@ -5,11 +5,11 @@ from __future__ import annotations
 import sys
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
 from vlmbench.cli import (dataset_cmd, eval_cmd, fake_server_cmd, judges_cmd, label_cmd, leaderboard_cmd, render_cmd,
                           run_cmd, sweep_cmd, tasks_cmd)
+from vlmbench.cli.output import make_console
 from vlmbench.errors import Interrupted, VlmbenchError
 
 app = typer.Typer(
@@ -31,7 +31,7 @@ app.command("fake-server")(fake_server_cmd.fake_server)
 app.command("leaderboard")(leaderboard_cmd.leaderboard)
 app.command("sweep")(sweep_cmd.sweep)
 
-err = Console(stderr=True, highlight=False)
+err = make_console(stderr=True, highlight=False)
 
 
 def _exception_classes(name: str) -> tuple[type[BaseException], ...]:

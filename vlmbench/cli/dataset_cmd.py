@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from vlmbench.cli.output import bar, make_console
 from vlmbench.datasets.format import LOCAL_DIR, Dataset, load_dataset, resolve_dataset, shipped_dir
 from vlmbench.datasets.render import FRAMES_DIR
 from vlmbench.errors import VlmbenchError
@@ -18,7 +18,7 @@ from vlmbench.specs.catalogue import resolve_task
 
 app = typer.Typer(help="Build, list and show labelled-state datasets (states with their goal labels).",
                   no_args_is_help=True)
-console = Console()
+console = make_console()
 
 
 class _PlainProgress:
@@ -37,8 +37,6 @@ class _PlainProgress:
 def _with_progress(what: str, total: int, work):
     """Run ``work(progress)`` under a rich bar on a terminal, else with plain progress lines."""
     if console.is_terminal:
-        from vlmbench.cli.progress import bar
-
         with bar() as progress:
             job = progress.add_task(what, total=total, status="")
             return work(lambda n: progress.advance(job, n))

@@ -5,13 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from vlmbench.cli.progress import bar
+from vlmbench.cli.output import bar, make_console
 from vlmbench.errors import Interrupted, VlmbenchError
 
-console = Console()
+console = make_console()
 
 
 def _probes(text: str) -> tuple[str, ...]:

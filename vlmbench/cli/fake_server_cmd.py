@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import typer
-from rich.console import Console
 
+from vlmbench.cli.output import make_console
 from vlmbench.errors import VlmbenchError
 
-console = Console()
+console = make_console()
 
 
 def fake_server(

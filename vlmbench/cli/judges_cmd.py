@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import json
+import textwrap
 from pathlib import Path
 
 import numpy as np
 import typer
-import yaml
 from pydantic import ValidationError
-from rich.console import Console
 from rich.markup import escape
-from rich.syntax import Syntax
 from rich.table import Table
 
+from vlmbench.cli.output import make_console, print_yaml, readable_yaml
 from vlmbench.errors import SpecError, VlmbenchError
-from vlmbench.judges.base import Answer, Frame, Question
+from vlmbench.judges.base import Answer, Frame, JudgeParams, Question
 from vlmbench.judges.registry import (
     JudgeLoadError,
     PluginScan,
@@ -30,7 +29,7 @@ from vlmbench.specs.judge_config import JudgeConfig
 from vlmbench.specs.loading import line_of, load_spec, parse_yaml, validation_problems
 
 app = typer.Typer(help="List, show and validate judge configs.", no_args_is_help=True)
-console = Console()
+console = make_console()
 
 
 def _load_failure(type_name: str, scan: PluginScan) -> str | None:
@@ -80,8 +79,22 @@ def show(name: str = typer.Argument(..., help="judge name, alias or YAML path"))
     """A judge config with its type's parameters filled in."""
     config = catalogue.resolve_judge(name)
     params = load_judge_class(config.type).Params.model_validate(config.params)
-    text = yaml.safe_dump({**config.model_dump(mode="json"), "params": params.model_dump(mode="json")}, sort_keys=False)
-    console.print(Syntax(text, "yaml", theme="ansi_dark", word_wrap=True))
+    text = "".join(_params_yaml(params) if key == "params" else readable_yaml({key: value})
+                   for key, value in config.model_dump(mode="json").items())
+    print_yaml(console, text)
+
+
+def _params_yaml(params: JudgeParams) -> str:
+    """The params block under the names a judge file uses, each param after a comment giving its meaning."""
+    values = params.model_dump(mode="json", by_alias=True)
+    if not values:
+        return "params: {}\n"
+    lines = ["params:"]
+    for name, field in type(params).model_fields.items():
+        key = field.alias or name
+        lines += [f"  # {line}" for line in textwrap.wrap(field.description or "", 96)]
+        lines += [f"  {line}" for line in readable_yaml({key: values[key]}).splitlines()]
+    return "\n".join(lines) + "\n"
 
 
 @app.command("validate")

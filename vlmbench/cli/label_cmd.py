@@ -6,15 +6,15 @@ import socket
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
+from vlmbench.cli.output import make_console
 from vlmbench.datasets.format import load_dataset, resolve_dataset
 from vlmbench.datasets.render import FRAMES_DIR
 from vlmbench.errors import VlmbenchError
 from vlmbench.specs.catalogue import resolve_task
 
-console = Console()
+console = make_console()
 
 
 def _free(host: str, port: int) -> None:

@@ -6,12 +6,12 @@ import difflib
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from vlmbench.cli.output import make_console
 from vlmbench.errors import VlmbenchError
 
-console = Console()
+console = make_console()
 
 
 def _chosen(option: str, given: list[str], present: set[str], resolve) -> list[str]:
@@ -39,7 +39,6 @@ def show(board) -> None:
 
     if board.empty:
         console.print("No finished evaluation or run records were found: the leaderboard is empty.")
-    wide = console if console.is_terminal else Console(width=200)  # a log file keeps whole rows
     for title, rows in [("overall (mean over tasks)", board.overall), *sorted(board.tasks.items())]:
         header, body = table_rows(rows, short=True)
         table = Table(title=title, title_justify="left")
@@ -47,7 +46,7 @@ def show(board) -> None:
             table.add_column(column, overflow="fold", no_wrap=i >= 2)
         for line in body:
             table.add_row(*line)
-        wide.print(table)
+        console.print(table)
     for skipped in board.skipped:
         console.print(f"[yellow]left out[/yellow] {skipped.path}: {skipped.reason}", soft_wrap=True)
 

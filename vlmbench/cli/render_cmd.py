@@ -6,13 +6,12 @@ from pathlib import Path
 
 import typer
 from PIL import Image
-from rich.console import Console
 
-from vlmbench.cli.progress import bar
+from vlmbench.cli.output import bar, make_console
 from vlmbench.errors import VlmbenchError
 from vlmbench.specs.catalogue import resolve_task
 
-console = Console()
+console = make_console()
 
 
 def render(

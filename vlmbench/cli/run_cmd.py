@@ -7,15 +7,14 @@ from pathlib import Path
 import typer
 import yaml
 from pydantic import ValidationError
-from rich.console import Console
 from rich.table import Table
 
 from vlmbench.agents.config import MAX_SEED, RunConfig
-from vlmbench.cli.progress import bar
+from vlmbench.cli.output import bar, make_console
 from vlmbench.errors import Interrupted, SpecError, VlmbenchError
 from vlmbench.specs.loading import line_of
 
-console = Console()
+console = make_console()
 
 
 def _config(config_file: Path | None, overrides: dict) -> tuple[RunConfig, str | None]:

@@ -6,11 +6,11 @@ import time
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
+from vlmbench.cli.output import bar, make_console
 from vlmbench.errors import VlmbenchError
 
-console = Console()
+console = make_console()
 
 
 def _names(option: str, given: list[str]) -> list[str]:
@@ -88,8 +88,6 @@ def sweep(
         kwargs["execute"] = execute
     try:
         if interactive:
-            from vlmbench.cli.progress import bar
-
             with bar() as progress:
                 job = progress.add_task("sweep", total=len(cells), status="")
 

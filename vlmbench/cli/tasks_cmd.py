@@ -6,19 +6,17 @@ import json
 from pathlib import Path
 
 import typer
-import yaml
-from rich.console import Console
 from rich.markup import escape
-from rich.syntax import Syntax
 from rich.table import Table
 
+from vlmbench.cli.output import make_console, print_yaml, readable_yaml
 from vlmbench.errors import SpecError, VlmbenchError
 from vlmbench.specs import catalogue
 from vlmbench.specs.loading import line_of, load_spec, parse_yaml
 from vlmbench.specs.task import TaskSpec
 
 app = typer.Typer(help="List, show and validate task specs.", no_args_is_help=True)
-console = Console()
+console = make_console()
 
 
 @app.command("list")
@@ -34,38 +32,12 @@ def list_tasks() -> None:
         console.print(f"[red]invalid:[/red] {name} ({problems[0]}); `vlmbench tasks validate` lists all problems")
 
 
-class ReadableDumper(yaml.SafeDumper):
-    """YAML as a person writes it: multi-line strings (expressions) as literal blocks, long ones folded,
-    lists of numbers on one line. Loading the text gives back the same data."""
-
-
-def _represent_str(dumper: yaml.SafeDumper, text: str) -> yaml.ScalarNode:
-    style = "|" if "\n" in text.rstrip("\n") else ">" if len(text) > 80 else None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", text, style=style)  # PyYAML quotes when it must
-
-
-def _represent_list(dumper: yaml.SafeDumper, items: list) -> yaml.SequenceNode:
-    numbers = bool(items) and all(isinstance(item, (int, float)) for item in items)
-    return dumper.represent_sequence("tag:yaml.org,2002:seq", items, flow_style=numbers)
-
-
-ReadableDumper.add_representer(str, _represent_str)
-ReadableDumper.add_representer(list, _represent_list)
-
-
-def readable_yaml(data: object) -> str:
-    return yaml.dump(data, Dumper=ReadableDumper, sort_keys=False, width=100, allow_unicode=True)
-
-
 @app.command("show")
 def show(name: str = typer.Argument(..., help="task id, alias or YAML path")) -> None:
     """A task's full spec, defaults filled in."""
     spec = catalogue.resolve_task(name)
     text = readable_yaml(spec.model_dump(mode="json"))
-    if console.is_terminal:
-        console.print(Syntax(text, "yaml", theme="ansi_dark", word_wrap=True))
-    else:  # piped: the YAML itself, unwrapped, so that it can be saved as a task file
-        print(text, end="")
+    print_yaml(console, text)
 
 
 def check_builds(spec: TaskSpec, path: Path) -> None:

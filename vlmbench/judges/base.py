@@ -112,6 +112,10 @@ def prompt_hash(*parts: object) -> str:
     return hashlib.sha1(repr(parts).encode()).hexdigest()[:12]
 
 
+COMPARE_TEMPERATURE = ("T of a comparison made from scores: P(first better) = sigmoid((S1 - S2) / T); "
+                       "0: hard (0.5 on ties)")
+
+
 class JudgeParams(BaseModel):
     """Base class of each judge type's validated ``params``."""
 

@@ -24,7 +24,9 @@ import numpy as np
 from pydantic import Field
 
 from vlmbench.errors import VlmbenchError
-from vlmbench.judges.base import Answer, Frame, Judge, JudgeParams, Provenance, Question, prompt_hash
+from vlmbench.judges.base import (
+    COMPARE_TEMPERATURE, Answer, Frame, Judge, JudgeParams, Provenance, Question, prompt_hash,
+)
 from vlmbench.specs.task import TaskSpec
 
 
@@ -47,7 +49,7 @@ class ClipParams(JudgeParams):
     batch_size: int = Field(default=32, gt=0, description="frames per image-encoder forward pass")
     device: str = Field(default="auto", description="torch device; 'auto': cuda when available, else cpu")
     cache_size: int = Field(default=100_000, ge=0, description="image embeddings kept (least recently used go)")
-    compare_temperature: float = Field(default=0.0, ge=0)
+    compare_temperature: float = Field(default=0.0, ge=0, description=COMPARE_TEMPERATURE)
 
 
 def _weights_error(model: str, weights: str, reason: str) -> VlmbenchError:

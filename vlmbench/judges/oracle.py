@@ -22,7 +22,9 @@ import math
 import numpy as np
 from pydantic import Field
 
-from vlmbench.judges.base import Answer, Clip, Frame, Judge, JudgeParams, Provenance, Question, prompt_hash
+from vlmbench.judges.base import (
+    COMPARE_TEMPERATURE, Answer, Clip, Frame, Judge, JudgeParams, Provenance, Question, prompt_hash,
+)
 from vlmbench.specs.task import TaskSpec
 
 
@@ -33,7 +35,7 @@ class OracleParams(JudgeParams):
     first_bias: float = Field(default=0.0, ge=0, le=1, description="probability of answering 'first' blindly")
     rating_noise: float = Field(default=0.0, ge=0, le=1, description="probability of a random rating class")
     seed: int = 0
-    compare_temperature: float = Field(default=0.0, ge=0)
+    compare_temperature: float = Field(default=0.0, ge=0, description=COMPARE_TEMPERATURE)
 
 
 class OracleJudge(Judge):

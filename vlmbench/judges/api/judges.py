@@ -36,7 +36,9 @@ from vlmbench.judges.api.debias import label_probabilities, label_value, p_first
 from vlmbench.judges.api.parsing import parse_label
 from vlmbench.judges.api.prompting import (PAIR_LABELS, TIE_LABEL, Generation, Guide, Layout, PairLabels, PairPrompt,
                                            PairStyle, Reasoning, Request, pixels_of, rating_request, yes_no_request)
-from vlmbench.judges.base import Answer, Clip, Frame, Judge, JudgeParams, Provenance, Question, prompt_hash
+from vlmbench.judges.base import (
+    COMPARE_TEMPERATURE, Answer, Clip, Frame, Judge, JudgeParams, Provenance, Question, prompt_hash,
+)
 from vlmbench.specs.task import TaskSpec
 
 # Params that never change a reply; the others are part of the cache key.
@@ -97,7 +99,7 @@ class RatingParams(ApiParams):
 
 class YesParams(ApiParams):
     top_logprobs: int = Field(default=10, ge=2, le=20)
-    compare_temperature: float = Field(default=0.0, ge=0)
+    compare_temperature: float = Field(default=0.0, ge=0, description=COMPARE_TEMPERATURE)
 
 
 def is_local(url: str) -> bool:
