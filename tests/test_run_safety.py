@@ -86,6 +86,16 @@ def test_overwrite_deletes_only_run_records(tmp_path):
     assert (folder / "thesis.tex").read_text() == "years of work"
 
 
+def test_resume_with_overwrite_is_refused_and_keeps_the_run(tmp_path):
+    train(small_config(timesteps=256), results_dir=tmp_path, name="kept")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "kept").iterdir() if p.is_file()}
+    proc = vlmbench("run", "--task", "cartpole-upright", "--judge", "oracle", "--results", str(tmp_path),
+                    "--name", "kept", "--timesteps", "256", "--resume", "--overwrite")
+    assert proc.returncode == 2
+    assert one_line_error(proc) == "error: --resume continues the run record that --overwrite deletes: pass one of them"
+    assert {p.name: p.read_bytes() for p in (tmp_path / "kept").iterdir() if p.is_file()} == before
+
+
 # -- locks, kills and damaged files ---------------------------------------------------------------------
 def test_a_second_process_on_a_run_folder_is_refused(tmp_path):
     config = small_config(timesteps=256)

@@ -69,6 +69,8 @@ def run(
     """Train an agent on judge rewards, then measure its success rate with the task's detector."""
     from vlmbench.agents.run import finishing_files, train
 
+    if resume and overwrite:
+        raise VlmbenchError("--resume continues the run record that --overwrite deletes: pass one of them")
     config, file_name = _config(config_file, {
         "task": task, "judge": judge, "algorithm": algorithm, "timesteps": timesteps, "seed": seed,
         "reward": reward, "feedback.label_budget": label_budget, "n_envs": n_envs,
