@@ -115,7 +115,8 @@ def evaluate_judge(
     console.print(table)
     if result.position_bias is not None:
         verdict = result.position_bias
-        text = {True: "[red]position-biased[/red]: " + "; ".join(verdict["reasons"]), False: "no position bias found",
+        text = {True: "[red]position-biased[/red]: " + "; ".join(verdict["reasons"]),
+                False: f"no position bias found (checked: {', '.join(verdict['checked'])})",
                 None: "position bias not measured"}[verdict["biased"]]
         console.print(text)
     reasons = ", ".join(f"{n} {reason}" for reason, n in result.abstained.most_common())
