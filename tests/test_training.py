@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import pickle
+import re
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -572,6 +573,18 @@ def test_auto_algorithm_follows_the_action_space_and_mismatches_are_refused():
         resolve_algorithm("sac", discrete)
     with pytest.raises(VlmbenchError, match="dqn needs discrete actions"):
         resolve_algorithm("dqn", continuous)
+
+
+def test_progress_lines_name_the_step_of_the_success_rate_they_show(tmp_path):
+    """A checkpoint's success rate, shown until the next one, must not read as the run's final result."""
+    lines: list[str] = []
+    config = toy_config(timesteps=2048, eval_every=1024, checkpoint_every=1024, feedback=TOY_FEEDBACK.model_copy(
+        update=dict(label_budget=20, rounds=2, epochs=5)))
+    train(config, results_dir=tmp_path, name="lines", log=lines.append)
+    evaluated = {f"success {float(r['success_rate']):.0%} at step {int(r['timesteps']):,}"
+                 for r in curves(tmp_path / "lines") if r["success_rate"]}
+    shown = [re.search(r"success \d+% at step \d{1,3}(,\d{3})*", line)[0] for line in lines if ", success " in line]
+    assert shown and set(shown) <= evaluated, (shown, evaluated)
 
 
 def test_an_agent_without_a_tensorboard_folder_writes_nothing(tmp_path, monkeypatch):

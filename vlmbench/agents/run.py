@@ -159,7 +159,7 @@ class Run:
         self.loop: FeedbackLoop | None = None
         self.ensemble: RewardEnsemble | None = None
         self.score_callback: ScoreRelabelCallback | None = None
-        self.latest_success: float | None = None  # from the last checkpoint evaluation, for the progress bar
+        self.latest_success: tuple[float, int] | None = None  # (rate, steps) of the last checkpoint evaluation
         self._next_eval = 0
 
     # -- bookkeeping ------------------------------------------------------------------------
@@ -194,8 +194,9 @@ class Run:
     def status(self) -> str:
         c = self.counters()
         text = f"answers {c.get('labels', 0)}, abstained {c.get('abstained', 0)}, ${c.get('judge_cost_usd', 0):.2f}"
-        if self.latest_success is not None:
-            text += f", success {self.latest_success:.0%}"
+        if self.latest_success is not None:  # named with its step: a rate measured earlier is no final result
+            rate, steps = self.latest_success
+            text += f", success {rate:.0%} at step {steps:,}"
         return text
 
     def policy_of(self, model: BaseAlgorithm):
@@ -206,7 +207,7 @@ class Run:
                           seed=self.config.seed + EVAL_SEED_OFFSET)
         row.update(success_rate=result.success_rate, mean_progress=result.mean_progress,
                    mean_env_return=result.mean_env_return)
-        self.latest_success = result.success_rate
+        self.latest_success = (result.success_rate, int(row["timesteps"]))
 
     def checkpoint_eval(self, stage: str, total: int):
         def on_checkpoint(model: BaseAlgorithm, checkpoint_bytes: int) -> None:
