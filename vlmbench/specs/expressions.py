@@ -138,7 +138,7 @@ class Expression:
 
     def _check_call(self, node: ast.Call) -> None:
         if not isinstance(node.func, ast.Name) or node.func.id not in FUNCTIONS:
-            name = getattr(node.func, "id", type(node.func).__name__)
+            name = node.func.id if isinstance(node.func, ast.Name) else ast.unparse(node.func)  # as written
             raise ExpressionError(
                 f"unknown function '{name}' in '{self.source}'; allowed: {', '.join(sorted(FUNCTIONS))}"
             )
