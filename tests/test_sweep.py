@@ -45,6 +45,15 @@ def test_finished_cells_are_skipped(tmp_path):
     assert again.launched == []
 
 
+def test_a_run_cell_given_other_options_is_not_the_finished_one():
+    """A grid rerun with another --eval-episodes or --timesteps must train anew, not skip the old records."""
+    cell = plan(["cartpole"], ["oracle"], [0], ["run"])[0]
+    names = [cell.folder(Path("r"), options).name for options in (
+        {}, {"timesteps": 3000, "eval_episodes": None}, {"timesteps": 3000, "eval_episodes": 10}, {"eval_episodes": 5})]
+    assert names == ["cartpole-upright--oracle--seed0", "cartpole-upright--oracle--seed0--3000steps",
+                     "cartpole-upright--oracle--seed0--3000steps--10episodes", "cartpole-upright--oracle--seed0--5episodes"]
+
+
 def test_a_failing_cell_is_retried_and_a_lasting_failure_does_not_stop_the_grid(tmp_path):
     cells = plan(TASKS, ["oracle"], [0], ["eval"])
     flaky = FakeCells(tmp_path, failures={"cartpole-upright": 1})

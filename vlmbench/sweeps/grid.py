@@ -26,6 +26,11 @@ WHATS = ("eval", "run")
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 
 
+# A run cell's folder name carries every run option the sweep was given, so that a grid with other
+# options makes new records instead of skipping the old ones as finished.
+RUN_OPTION_UNITS = {"timesteps": "steps", "eval_episodes": "episodes"}
+
+
 @dataclass(frozen=True)
 class Cell:
     what: str  # "eval" or "run"
@@ -42,8 +47,9 @@ class Cell:
         """Where this cell's record lives under ``results``."""
         if self.what == "eval":
             return results / "evals" / f"seed{self.seed}" / f"{self.task}--{self.judge_name}"
-        steps = f"--{run_options['timesteps']}steps" if run_options.get("timesteps") else ""
-        return results / "runs" / f"{self.task}--{self.judge_name}--seed{self.seed}{steps}"
+        given = "".join(f"--{run_options[option]}{unit}" for option, unit in RUN_OPTION_UNITS.items()
+                        if run_options.get(option) is not None)
+        return results / "runs" / f"{self.task}--{self.judge_name}--seed{self.seed}{given}"
 
     def command(self, results: Path, run_options: dict) -> list[str]:
         """The vlmbench command line that makes this cell's record."""
