@@ -94,3 +94,26 @@ def test_eval_flags_a_first_biased_api_judge_and_run_works_without_leaking_the_k
     assert any(p.suffix == ".sqlite" for p in written) and any(p.name == "queries.jsonl" for p in written)
     assert not [p for p in written if KEY.encode() in p.read_bytes()]
     assert KEY not in proc.stdout + proc.stderr
+
+
+def test_raising_a_spent_budget_continues_the_evaluation_without_buying_twice(tmp_path):
+    """The budget message says to raise the cap; doing so must continue the record, not ask for --overwrite."""
+    env = {"STUB_KEY": KEY}
+    args = ("eval", "--task", "cartpole-upright", "--pairs", "20", "--probes", "none", "--results", str(tmp_path / "out"))
+    with FakeServer(key=KEY) as server:
+        capped = vlmbench(*args, "--judge", config(tmp_path, base_url=server.openai_url, budget_calls=10), env=env,
+                          timeout=300)
+        assert capped.returncode == 2 and "spent its budget" in one_line_error(capped)
+        bought = len(server.requests)
+        raised = vlmbench(*args, "--judge", config(tmp_path, base_url=server.openai_url, budget_calls=1000), env=env,
+                          timeout=300)
+        assert raised.returncode == 0, raised.stdout + raised.stderr
+        folder = tmp_path / "out" / "cartpole-upright--api-judge"
+        header = json.loads((folder / "header.json").read_text())
+        assert header["judge"]["params"]["budget_calls"] == 1000  # the header says which cap was in force last
+        summary = json.loads((folder / "summary.json").read_text())
+        assert bought >= 10 and summary["reused_answers"] + summary["cache_hits"] == bought  # kept, not bought again
+        assert len(server.requests) - bought == summary["calls"] - summary["cache_hits"]
+        other = vlmbench(*args, "--judge", config(tmp_path, base_url=server.openai_url, budget_calls=1000,
+                                                  temperature=0.5), env=env, timeout=300)
+        assert other.returncode == 2 and "other settings" in one_line_error(other)  # a real change still is one

@@ -112,6 +112,8 @@ def prompt_hash(*parts: object) -> str:
     return hashlib.sha1(repr(parts).encode()).hexdigest()[:12]
 
 
+# Params that cap a judge's spending: raising one continues an evaluation rather than making another.
+BUDGET_PARAMS = frozenset({"budget_calls", "budget_usd"})
 COMPARE_TEMPERATURE = ("T of a comparison made from scores: P(first better) = sigmoid((S1 - S2) / T); "
                        "0: hard (0.5 on ties)")
 

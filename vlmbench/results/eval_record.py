@@ -20,7 +20,7 @@ from pathlib import Path
 
 from vlmbench.errors import VlmbenchError
 from vlmbench.files import FolderLock, append_jsonl, atomic_write_text, read_jsonl, write_json
-from vlmbench.judges.base import Answer, Question
+from vlmbench.judges.base import BUDGET_PARAMS, Answer, Question
 from vlmbench.results.record import SCHEMA
 
 RECORD_KIND = "vlmbench-eval"
@@ -49,7 +49,7 @@ class EvalRecord:
                                     "pass --overwrite to replace it")
             self.lock.clear_others()
             existing = False
-        if not existing:
+        if not existing or (old != header and old.get("schema") == SCHEMA):  # new, or other spending caps
             write_json(folder / "header.json", header)
         for name in ("pairs.jsonl", "answers.jsonl"):
             _, note = read_jsonl(folder / name, repair=True)
@@ -86,5 +86,11 @@ class EvalRecord:
 
 
 def _settings(header: dict) -> dict:
-    """What an evaluation's header says about its answers (not the layout version it was written in)."""
-    return {k: v for k, v in header.items() if k != "schema"}
+    """What an evaluation's header says about its answers: not the layout version it was written in, nor
+    the judge's spending caps (raising a spent cap continues the evaluation)."""
+    settings = {k: v for k, v in header.items() if k != "schema"}
+    judge = settings.get("judge")
+    if isinstance(judge, dict) and isinstance(judge.get("params"), dict):
+        params = {k: v for k, v in judge["params"].items() if k not in BUDGET_PARAMS}
+        settings["judge"] = {**judge, "params": params}
+    return settings

@@ -37,14 +37,14 @@ from vlmbench.judges.api.parsing import parse_label
 from vlmbench.judges.api.prompting import (PAIR_LABELS, TIE_LABEL, Generation, Guide, Layout, PairLabels, PairPrompt,
                                            PairStyle, Reasoning, Request, pixels_of, rating_request, yes_no_request)
 from vlmbench.judges.base import (
-    COMPARE_TEMPERATURE, Answer, Clip, Frame, Judge, JudgeParams, Provenance, Question, prompt_hash,
+    BUDGET_PARAMS, COMPARE_TEMPERATURE, Answer, Clip, Frame, Judge, JudgeParams, Provenance, Question, prompt_hash,
 )
 from vlmbench.specs.task import TaskSpec
 
 # Params that never change a reply; the others are part of the cache key.
 OPERATIONAL = {"api_key_env", "price_per_mtok_in", "price_per_mtok_out", "concurrency", "requests_per_minute",
                "max_retries", "retry_base_delay_s", "timeout_s", "cache", "cache_path", "cache_max_age_days",
-               "budget_calls", "budget_usd", "check_model", "debias", "swap_disagreement"}
+               *BUDGET_PARAMS, "check_model", "debias", "swap_disagreement"}
 
 
 class BudgetExhausted(VlmbenchError):
