@@ -341,6 +341,17 @@ def test_out_of_range_seeds_are_refused_without_a_folder(tmp_path, seed):
     assert not (tmp_path / "runs").exists()
 
 
+def test_a_bad_value_names_its_flag_or_its_config_line(tmp_path):
+    config = _write(tmp_path / "c.yaml", "eval_episodes: 5\nfeedback: {rounds: 0}\n")
+    proc = vlmbench("run", "--task", "cartpole-upright", "--judge", "oracle", "--label-budget", "-1", "--n-envs", "0",
+                    "--config", str(config), "--results", str(tmp_path / "runs"))
+    assert proc.returncode == 2
+    assert sorted(one_line_error(proc).splitlines()) == [
+        "error: --label-budget -1: Input should be greater than or equal to 1",
+        "error: --n-envs 0: Input should be greater than or equal to 1",
+        f"error: {config}:2: feedback.rounds: Input should be greater than or equal to 1"]
+
+
 def test_rejected_runs_leave_no_half_made_folder(tmp_path):
     config = tmp_path / "bad.yaml"
     config.write_text("task: cartpole-upright\njudge: oracle\nalgo_kwargs: {no_such_setting: 1}\n")
