@@ -519,9 +519,11 @@ def test_existing_runs_are_never_silently_overwritten(preference_run):
     before = {name: (result.folder / name).read_bytes() for name in RECORD_FILES}
     with pytest.raises(VlmbenchError, match="already holds this run.*--resume"):
         train(config, results_dir=result.folder.parent, name=result.folder.name)
-    for other in (config.model_copy(update={"seed": 1}), config.model_copy(update={"feedback": SMALLER_BUDGET})):
+    others = {"seed: 0 there, 1 here": config.model_copy(update={"seed": 1}),
+              "feedback.label_budget: 80 there, 40 here": config.model_copy(update={"feedback": SMALLER_BUDGET})}
+    for difference, other in others.items():
         for resume in (False, True):
-            with pytest.raises(VlmbenchError, match="different config"):
+            with pytest.raises(VlmbenchError, match=rf"different config \({difference}\); choose another --name"):
                 train(other, results_dir=result.folder.parent, name=result.folder.name, resume=resume)
     assert before == {name: (result.folder / name).read_bytes() for name in RECORD_FILES}
 

@@ -97,6 +97,26 @@ def config_digest(config: dict) -> str:
     return hashlib.sha1(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:12]
 
 
+def _config_differences(old: object, new: dict) -> str:
+    """' (setting: value there, value here; ...)' for the identity settings two run configs differ in."""
+    def flat(config: dict, prefix: str = "") -> dict[str, object]:
+        out = {}
+        for key, value in config.items():
+            if isinstance(value, dict) and value:
+                out.update(flat(value, f"{prefix}{key}."))
+            else:
+                out[f"{prefix}{key}"] = value
+        return out
+
+    if not isinstance(old, dict):
+        return ""
+    there, here = flat(old), flat(new)
+    changed = [key for key in sorted(set(there) | set(here))
+               if key.split(".")[0] not in EXTENDABLE + PRESENTATION and there.get(key) != here.get(key)]
+    listed = "; ".join(f"{key}: {there.get(key)} there, {here.get(key)} here" for key in changed)
+    return f" ({listed})" if listed else ""
+
+
 def check_run_name(name: str) -> str:
     """A run name is one plain folder name: never a path, '..', or something hidden."""
     if not _SAFE_NAME.match(name) or name in (".", ".."):
@@ -161,8 +181,9 @@ class RunRecord:
     def _reopen(self, header: dict, resume: bool) -> bool:
         old = self.header
         if old.get("config_digest") != header["config_digest"]:
-            raise VlmbenchError(f"{self.folder} holds a run with a different config; choose another --name "
-                                "or pass --overwrite")
+            differences = _config_differences(old.get("config"), header["config"])
+            raise VlmbenchError(f"{self.folder} holds a run with a different config{differences}; choose another "
+                                "--name or pass --overwrite")
         if not resume:
             raise VlmbenchError(f"{self.folder} already holds this run; pass --resume to continue it or --overwrite")
         for key in EXTENDABLE:  # a shorter run would leave a header that understates what was trained
