@@ -378,8 +378,10 @@ def test_ctrl_c_says_how_to_continue_and_exits_130(tmp_path):
 def test_plain_lines_per_checkpoint_without_a_terminal(tmp_path):
     proc = vlmbench("run", "--task", "cartpole-upright", "--judge", "oracle", "--timesteps", "1024",
                     "--eval-episodes", "1", "--label-budget", "20", "--results", str(tmp_path), "--config",
-                    str(_write(tmp_path / "c.yaml", "checkpoint_every: 512\nfeedback: {rounds: 2, epochs: 3}\n")))
+                    str(_write(tmp_path / "c.yaml", "checkpoint_every: 512\nfeedback: {rounds: 2, epochs: 3}\n")),
+                    "--name", "new", "--resume")
     assert proc.returncode == 0, proc.stderr
+    assert f"note: {tmp_path / 'new'} held no run to resume; starting one" in proc.stdout.splitlines()
     lines = [line for line in proc.stdout.splitlines() if line.startswith("agent: ")]
     assert lines[0].startswith("agent: 512/1,024 steps, answers ") and "checkpoint " in lines[0]
     assert lines[-1].startswith("agent: finished 1,024 steps") and len(lines) == 2

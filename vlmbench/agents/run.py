@@ -358,6 +358,8 @@ class Run:
             self.record.close()
 
     def _execute(self, progress) -> RunResult:
+        if self.resume and not self.resumed:  # a mistyped --name must not look like a resumed run
+            self._say(f"note: {self.record.folder} held no run to resume; starting one")
         for note in self.record.notes:
             self._say(f"note: {note}")
         stages = self.stages()
