@@ -120,7 +120,7 @@ def evaluate_judge(
                 None: "position bias not measured"}[verdict["biased"]]
         console.print(text)
     reasons = ", ".join(f"{n} {reason}" for reason, n in result.abstained.most_common())
-    console.print(f"judge answers bought {result.calls} (from the judge's cache {result.cache_hits}), reused "
-                  f"{result.reused}, tokens in {result.input_tokens:,} out {result.output_tokens:,}, "
+    console.print(f"judge answers {result.calls} ({result.cache_hits} of them from the judge's cache), reused from "
+                  f"this record {result.reused}, tokens in {result.input_tokens:,} out {result.output_tokens:,}, "
                   f"${result.cost_usd:.4f}; abstained {sum(result.abstained.values())}"
                   f"{f' ({reasons})' if reasons else ''}; record: {record.folder}")
