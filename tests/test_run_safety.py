@@ -352,6 +352,15 @@ def test_a_bad_value_names_its_flag_or_its_config_line(tmp_path):
         f"error: {config}:2: feedback.rounds: Input should be greater than or equal to 1"]
 
 
+@pytest.mark.parametrize("command", ["run", "eval"])
+def test_a_bad_judge_param_names_its_line_in_the_judge_file(tmp_path, command):
+    judge = _write(tmp_path / "mine.yaml", "name: mine\ntype: oracle\nparams:\n  temperature: 0.1\n  temprature: 0.2\n")
+    proc = vlmbench(command, "--task", "cartpole-upright", "--judge", str(judge), "--results", str(tmp_path / "out"))
+    assert proc.returncode == 2
+    assert one_line_error(proc) == f"error: {judge}:5: params.temprature: unknown field"
+    assert not (tmp_path / "out").exists()
+
+
 def test_rejected_runs_leave_no_half_made_folder(tmp_path):
     config = tmp_path / "bad.yaml"
     config.write_text("task: cartpole-upright\njudge: oracle\nalgo_kwargs: {no_such_setting: 1}\n")

@@ -13,12 +13,14 @@ import importlib
 import re
 from dataclasses import dataclass
 from importlib.metadata import Distribution, EntryPoint, distributions
+from pathlib import Path
 
 from pydantic import ValidationError
 
 from vlmbench.errors import SpecError, VlmbenchError
 from vlmbench.judges.base import Judge
 from vlmbench.specs.judge_config import JudgeConfig
+from vlmbench.specs.loading import parse_yaml, validation_problems
 
 ENTRY_POINT_GROUP = "vlmbench.judges"
 BUILTIN_TYPES = {
@@ -135,6 +137,10 @@ def build_judge(config: JudgeConfig, source: str = "<judge config>") -> Judge:
     try:
         params = cls.Params.model_validate(config.params)
     except ValidationError as exc:
+        path = Path(source)
+        if path.suffix in (".yaml", ".yml") and path.is_file():  # each problem at its line in the file
+            data, root = parse_yaml(path)
+            raise SpecError(validation_problems(path, exc, data, root, prefix=("params",))) from None
         problems = [
             f"{source}: params.{'.'.join(str(p) for p in e['loc'])}: "
             f"{'unknown field' if e['type'] == 'extra_forbidden' else e['msg']}"
