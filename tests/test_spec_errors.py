@@ -39,6 +39,7 @@ CASES = [
         (12, "prompts.rating.classes", "rating classes must be distinct"),
         (16, "progress", "unknown name 'speed'"),
     ]),
+    case("progress_out_of_range", [(12, "progress", "in the reset state; progress is closeness to the goal, in [0, 1]")]),
     case("bad_theme_colour", [(10, "render.theme.sky.rgb1", "colour components must lie in [0, 1]")]),
     case("unknown_theme_name", [(8, "render.theme", "unknown theme 'grass-skye'")]),
     case("missing_body", [(11, "features.nose_height", "no body or geom 'nose'")]),

@@ -42,15 +42,21 @@ def show(name: str = typer.Argument(..., help="task id, alias or YAML path")) ->
 
 def check_builds(spec: TaskSpec, path: Path) -> None:
     """Build the env (without rendering) and reset it, so that kwargs, feature names and indices are
-    checked against the env and success and progress are evaluated once, in the reset state."""
+    checked against the env and success and progress are evaluated once, in the reset state (where
+    progress must lie in [0, 1])."""
     from vlmbench.envs.task_env import make_env
 
     try:
         env = make_env(spec, render=False)
         try:
-            env.reset(seed=0)
+            _, info = env.reset(seed=0)
         finally:
             env.close()
+        if not 0.0 <= info["progress"] <= 1.0:
+            error = VlmbenchError(f"task '{spec.id}': progress: {info['progress']:g} in the reset state; progress is "
+                                  f"closeness to the goal, in [0, 1] (features: {info['features']})")
+            error.field = ("progress",)
+            raise error
     except VlmbenchError as exc:
         if exc.field is None:
             raise SpecError([f"{path}: {line}" for line in exc.lines()]) from None
