@@ -99,7 +99,8 @@ def test_eval_flags_a_first_biased_api_judge_and_run_works_without_leaking_the_k
 def test_raising_a_spent_budget_continues_the_evaluation_without_buying_twice(tmp_path):
     """The budget message says to raise the cap; doing so must continue the record, not ask for --overwrite."""
     env = {"STUB_KEY": KEY}
-    args = ("eval", "--task", "cartpole-upright", "--pairs", "20", "--probes", "none", "--results", str(tmp_path / "out"))
+    args = ("eval", "--task", "cartpole-upright", "--pairs", "20", "--probes", "none",
+            "--results", str(tmp_path / "out"))
     with FakeServer(key=KEY) as server:
         capped = vlmbench(*args, "--judge", config(tmp_path, base_url=server.openai_url, budget_calls=10), env=env,
                           timeout=300)
@@ -114,6 +115,9 @@ def test_raising_a_spent_budget_continues_the_evaluation_without_buying_twice(tm
         summary = json.loads((folder / "summary.json").read_text())
         assert bought >= 10 and summary["reused_answers"] + summary["cache_hits"] == bought  # kept, not bought again
         assert len(server.requests) - bought == summary["calls"] - summary["cache_hits"]
+        cached = summary["cache_hits"]
+        assert f"judge answers {summary['calls']} ({cached} of them from the judge's cache)" in raised.stdout
+        assert "no position bias found (checked: position_accuracy_gap)" in raised.stdout  # --probes none: that alone
         other = vlmbench(*args, "--judge", config(tmp_path, base_url=server.openai_url, budget_calls=1000,
                                                   temperature=0.5), env=env, timeout=300)
         assert other.returncode == 2 and "other settings" in one_line_error(other)  # a real change still is one
