@@ -121,8 +121,9 @@ def test_example_params_are_validated(example, tmp_path, capsys):
 
 def type_row(out: str, type_name: str) -> str:
     """The row of ``judges list``'s judge-types table for one type (the console is wide enough not to wrap)."""
-    types_table = out[out.index(" judge types "):]
-    return next(line for line in types_table.splitlines() if line.startswith(f"│ {type_name} "))
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip() == "judge types")  # the title, centred or not
+    return next(line for line in lines[start:] if line.startswith(f"│ {type_name} "))
 
 
 def test_example_is_known_without_being_imported(example, monkeypatch, capsys):

@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
+import os
+
 import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.syntax import Syntax
 
-LOG_WIDTH = 200  # where tables wrap in a log or a pipe
+LOG_WIDTH = 200  # where tables wrap in a log or a pipe, unless COLUMNS says otherwise
 
 
 def make_console(*, stderr: bool = False, highlight: bool = True) -> Console:
     """A console that fits a terminal's window; in a log or a pipe it never breaks a line of text
-    (a path, a name, YAML), and tables wrap at LOG_WIDTH columns rather than rich's default 80."""
+    (a path, a name, YAML), and tables wrap at COLUMNS, else LOG_WIDTH, rather than rich's default 80."""
     console = Console(stderr=stderr, highlight=highlight)
     if console.is_terminal:
         return console
-    return Console(stderr=stderr, highlight=highlight, width=LOG_WIDTH, soft_wrap=True)
+    width = None if os.environ.get("COLUMNS", "").isdigit() else LOG_WIDTH  # None: rich reads COLUMNS
+    return Console(stderr=stderr, highlight=highlight, width=width, soft_wrap=True)
 
 
 class ReadableDumper(yaml.SafeDumper):
