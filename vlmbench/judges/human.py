@@ -39,11 +39,11 @@ PAIR_VALUE = {"left": 1.0, "right": 0.0, "neither": 0.5}
 
 class HumanParams(JudgeParams):
     host: str = Field(default="127.0.0.1", description="address the page is served on")
-    port: int = Field(default=8766, ge=1, le=65535)
+    port: int = Field(default=8766, ge=1, le=65535, description="port the page is served on")
     queue: str = Field(default=str(QUEUE_DIR), description="folder of the question queue (SQLite and images)")
     handle: str | None = Field(default=None, description="handle the page starts with")
     timeout_minutes: float | None = Field(default=None, gt=0, description="withdraw unanswered questions after this")
-    poll_seconds: float = Field(default=0.5, gt=0)
+    poll_seconds: float = Field(default=0.5, gt=0, description="how often the judge looks for new answers")
 
 
 class HumanJudge(Judge):

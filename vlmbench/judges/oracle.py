@@ -34,7 +34,7 @@ class OracleParams(JudgeParams):
     tie_threshold: float = Field(default=0.0, ge=0, description="differences at most this are ties (0.5)")
     first_bias: float = Field(default=0.0, ge=0, le=1, description="probability of answering 'first' blindly")
     rating_noise: float = Field(default=0.0, ge=0, le=1, description="probability of a random rating class")
-    seed: int = 0
+    seed: int = Field(default=0, description="seeds the noise: temperature draws, mistakes, bias, rating noise")
     compare_temperature: float = Field(default=0.0, ge=0, description=COMPARE_TEMPERATURE)
 
 

@@ -60,14 +60,16 @@ class ApiParams(JudgeParams):
                                     "ANTHROPIC_API_KEY)")
     price_per_mtok_in: float | None = Field(default=None, ge=0, description="dollars per million input tokens")
     price_per_mtok_out: float | None = Field(default=None, ge=0, description="dollars per million output tokens")
-    temperature: float = Field(default=0.0, ge=0, le=2)
+    temperature: float = Field(default=0.0, ge=0, le=2, description="sampling temperature of the replies")
     max_tokens: int = Field(default=600, gt=0, description="reasoning and analysis calls")
     answer_max_tokens: int = Field(default=16, gt=0, description="calls answering with a label alone")
     max_tokens_field: Literal["max_tokens", "max_completion_tokens"] = Field(
         default="max_tokens", description="OpenAI format: the request field carrying the token limit")
     concurrency: int = Field(default=8, ge=1, le=512, description="requests in flight at once")
-    requests_per_minute: float | None = Field(default=None, gt=0)
-    max_retries: int = Field(default=4, ge=0, le=20)
+    requests_per_minute: float | None = Field(default=None, gt=0, description="requests started per minute at most "
+                                              "(null: no limit)")
+    max_retries: int = Field(default=4, ge=0, le=20, description="retries of a call that fails (429, 5xx, timeout, "
+                             "malformed reply) before it becomes an abstention")
     retry_base_delay_s: float = Field(default=1.0, ge=0, description="first backoff; doubles each retry")
     timeout_s: float = Field(default=60.0, gt=0, description="per request")
     cache: Literal["use", "refresh", "off"] = Field(
@@ -81,24 +83,29 @@ class ApiParams(JudgeParams):
 
 
 class PairwiseParams(ApiParams):
-    layout: Layout = "separate"
-    reasoning: Reasoning = "answer"
-    labels: PairLabels = "first-second"
+    layout: Layout = Field(default="separate", description="separate: an image per clip; side_by_side: both in one "
+                           "image, split by a red separator")
+    reasoning: Reasoning = Field(default="answer", description="answer; chain_of_thought; two_stage: an analysis call, "
+                                 "then a labelling call that shows the images again")
+    labels: PairLabels = Field(default="first-second", description="names of the two clips in the prompt and answer")
     tie: bool = Field(default=True, description=f"offer {TIE_LABEL} as an answer")
     guide: Guide = Field(default="spec", description="spec: the task's question; task: plus per-task criteria")
-    separator_px: int = Field(default=8, ge=0, le=64)
-    debias: Literal["none", "swap", "swap_average"] = "none"
-    swap_disagreement: Literal["tie", "abstain"] = "tie"
+    separator_px: int = Field(default=8, ge=0, le=64, description="width of the separator in side_by_side images")
+    debias: Literal["none", "swap", "swap_average"] = Field(
+        default="none", description="swap: ask both orders, agreement gives the label; swap_average: average P(first) "
+        "over both orders (logprobs)")
+    swap_disagreement: Literal["tie", "abstain"] = Field(default="tie", description="what orders that disagree give")
     logprobs: bool = Field(default=False, description="ask for logprobs and record P(first) (OpenAI format)")
-    top_logprobs: int = Field(default=5, ge=1, le=20)
+    top_logprobs: int = Field(default=5, ge=1, le=20, description="alternatives per answer token read for P(first)")
 
 
 class RatingParams(ApiParams):
-    reasoning: Literal["answer", "chain_of_thought"] = "answer"
+    reasoning: Literal["answer", "chain_of_thought"] = Field(default="answer", description="answer, or "
+                                                             "chain_of_thought: reasoning before the class")
 
 
 class YesParams(ApiParams):
-    top_logprobs: int = Field(default=10, ge=2, le=20)
+    top_logprobs: int = Field(default=10, ge=2, le=20, description="alternatives per answer token read for P(yes)")
     compare_temperature: float = Field(default=0.0, ge=0, description=COMPARE_TEMPERATURE)
 
 
