@@ -69,6 +69,14 @@ def test_judges_show_output_is_the_judge(name, capsys):
         assert "  model_config: null" in out and "  # goal-baseline regularisation strength" in out
 
 
+def test_every_built_in_param_has_a_meaning_to_show():
+    from vlmbench.judges.registry import BUILTIN_TYPES, load_judge_class
+
+    missing = {name: [field for field, info in load_judge_class(name).Params.model_fields.items()
+                      if not info.description] for name in BUILTIN_TYPES}
+    assert not {name: fields for name, fields in missing.items() if fields}
+
+
 def test_piped_output_keeps_long_lines_whole(tmp_path):
     """Out of a terminal, rich would wrap at 80 columns: a saved judge would not parse, a path would break."""
     from tests.console import vlmbench
