@@ -40,16 +40,10 @@ def _config(config_file: Path | None, overrides: dict) -> tuple[RunConfig, str |
     try:
         return RunConfig.model_validate(merged), name
     except ValidationError as exc:
-        given = {key for key, value in overrides.items() if value is not None}  # a bad value names its flag
-
-        def flag(key: str) -> str:
-            return f"--{key.rsplit('.', 1)[-1].replace('_', '-')} {overrides[key]}"
-
-        flags = [f"{flag(key)}: {err['msg'].removeprefix('Value error, ')}"
-                 for err in exc.errors() if (key := ".".join(map(str, err["loc"]))) in given]
-        in_file = [line for line in validation_problems(config_file or Path("<command line>"), exc, merged, root)
-                   if line.split(": ", 2)[1] not in given]
-        raise SpecError(flags + in_file) from None
+        flags = {key: f"--{key.rsplit('.', 1)[-1].replace('_', '-')} {value}"  # a bad value names its flag
+                 for key, value in overrides.items() if value is not None}
+        raise SpecError(validation_problems(config_file or Path("<command line>"), exc, merged, root,
+                                            given=flags)) from None
 
 
 def run(

@@ -138,13 +138,7 @@ def build_judge(config: JudgeConfig, source: str = "<judge config>") -> Judge:
         params = cls.Params.model_validate(config.params)
     except ValidationError as exc:
         path = Path(source)
-        if path.suffix in (".yaml", ".yml") and path.is_file():  # each problem at its line in the file
-            data, root = parse_yaml(path)
-            raise SpecError(validation_problems(path, exc, data, root, prefix=("params",))) from None
-        problems = [
-            f"{source}: params.{'.'.join(str(p) for p in e['loc'])}: "
-            f"{'unknown field' if e['type'] == 'extra_forbidden' else e['msg']}"
-            for e in exc.errors()
-        ]
-        raise SpecError(problems) from None
+        in_file = path.suffix in (".yaml", ".yml") and path.is_file()  # then each problem at its line
+        data, root = parse_yaml(path) if in_file else ({"params": config.params}, None)
+        raise SpecError(validation_problems(source, exc, data, root, prefix=("params",))) from None
     return cls(config.name, params)

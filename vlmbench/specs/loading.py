@@ -202,9 +202,12 @@ def _load(text: str) -> tuple[object, yaml.Node | None]:
 
 
 def validation_problems(
-    path: Path, exc: ValidationError, data: object, root: yaml.Node | None, prefix: tuple[str, ...] = ()
+    path: Path | str, exc: ValidationError, data: object, root: yaml.Node | None, prefix: tuple[str, ...] = (),
+    given: dict[str, str] | None = None,
 ) -> list[str]:
-    """One 'file:line: field: message' per error; ``prefix`` locates a model validated inside ``data``."""
+    """One 'file:line: field: message' per error ('source: field: message' without a YAML ``root``);
+    ``prefix`` locates a model validated inside ``data``; ``given`` names where a field's value came
+    from instead (e.g. {'timesteps': '--timesteps 0'}), giving 'where: message'."""
     problems = []
     for err in exc.errors():
         loc = (*prefix, *err["loc"])
@@ -212,7 +215,9 @@ def validation_problems(
         if err["type"] == "extra_forbidden":
             message = "unknown field"
         field = _field_path(loc, data, missing=err["type"] == "missing")
-        problems.append((line_of(root, loc), f"{path}:{line_of(root, loc)}: {field}: {message}"))
+        line = line_of(root, loc)
+        where = (given or {}).get(field) or (f"{path}:{line}: {field}" if root is not None else f"{path}: {field}")
+        problems.append((line, f"{where}: {message}"))
     return [text for _, text in sorted(problems, key=lambda p: p[0])]  # in file order
 
 
